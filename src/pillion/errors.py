@@ -1,0 +1,70 @@
+"""Every error Pillion returns to a client, in one place.
+
+``ERRORS`` is the table of Dapr error codes with their HTTP status. Handlers raise
+``DaprError(code, message)``; the HTTP server turns it into Dapr's body
+``{"errorCode": ..., "message": ...}`` in ``render``, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+class PillionError(Exception):
+    """Root of every exception Pillion raises on purpose."""
+
+
+class ConfigError(PillionError):
+    """A resource or configuration file is unusable; start-up stops with exit code 2."""
+
+    def __init__(self, file: str, document: int | None, field: str, expected: str):
+        self.file = file
+        self.document = document
+        self.field = field
+        self.expected = expected
+        where = file if document is None else f"{file} (document {document})"
+        super().__init__(f"{where}: field '{field}': {expected}")
+
+
+# errorCode -> HTTP status (Dapr 1.16 code, not the docs, where they disagree).
+ERRORS: dict[str, int] = {
+    "ERROR": 500,
+    "ERR_BAD_REQUEST": 400,
+    "ERR_MALFORMED_REQUEST": 400,
+    "ERR_BODY_READ": 400,
+    "ERR_METHOD_NOT_ALLOWED": 405,
+    "ERR_API_UNIMPLEMENTED": 501,
+    "ERR_DIRECT_INVOKE": 500,
+    "ERR_HEALTH_NOT_READY": 500,
+    "ERR_HEALTH_APPID_NOT_MATCH": 500,
+    "ERR_OUTBOUND_HEALTH_NOT_READY": 500,
+    "ERR_METADATA_SET": 400,
+    "ERR_STATE_STORE_NOT_FOUND": 400,
+    "ERR_STATE_STORE_NOT_CONFIGURED": 500,
+    "ERR_PUBSUB_NOT_FOUND": 404,
+    "ERR_PUBSUB_NOT_CONFIGURED": 400,
+    "ERR_SECRET_STORES_NOT_CONFIGURED": 500,
+    "ERR_SECRET_STORE_NOT_FOUND": 401,
+    "ERR_PERMISSION_DENIED": 403,
+}
+
+
+class DaprError(PillionError):
+    """An error with a Dapr ``errorCode``; the status comes from ``ERRORS`` unless given."""
+
+    def __init__(self, code: str, message: str, status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = ERRORS[code] if status is None else status
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def with_headers(self, headers: list[tuple[bytes, bytes]]) -> "DaprError":
+        """Extra response headers (``Allow`` on 405, ``metadata.*`` later)."""
+        self.headers = headers
+        return self
+
+
+def render(code: str, message: str) -> bytes:
+    """Dapr's legacy error body."""
+    return orjson.dumps({"errorCode": code, "message": message})
