@@ -1,0 +1,1 @@
+"""HTTP: the sidecar's server, its router and its outbound client. Knows nothing of building blocks."""

@@ -1,0 +1,43 @@
+"""The compiled twins are what actually runs, unless PILLION_NO_EXTENSIONS says otherwise.
+
+This is the guard against a CI that passes with the ``.so`` missing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pillion
+from pillion import _impl
+
+NO_EXTENSIONS = os.environ.get("PILLION_NO_EXTENSIONS", "") not in ("", "0")
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="PILLION_NO_EXTENSIONS is set")
+def test_router_is_compiled():
+    from pillion.server.router import Router
+
+    assert Router.__module__ == "pillion._ext.router"
+    assert sys.modules[Router.__module__].__file__.endswith(".so")
+    assert _impl.loaded()["router"] == "compiled"
+
+
+def test_no_extensions_selects_pure_router():
+    env = dict(os.environ, PILLION_NO_EXTENSIONS="1")
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(pillion.__file__).parents[1]), env.get("PYTHONPATH")])
+    )
+    code = (
+        "from pillion import _impl\n"
+        "from pillion.server.router import Router\n"
+        "print(Router.__module__, _impl.loaded()['router'])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["pillion._pure.router", "pure"]
