@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 
 _UNIT_NS = {
     "ns": 1,
@@ -46,7 +45,7 @@ def parse_duration(text: str) -> float:
         scale = _UNIT_NS[unit]
         total += int(whole or "0") * scale
         if frac:
-            total += int(Fraction(int(frac), 10 ** len(frac)) * scale)
+            total += int(frac) * scale // 10 ** len(frac)
         if total > _MAX_NS:
             raise ValueError(f"invalid duration {text!r}: out of range")
         pos = m.end()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -191,8 +190,24 @@ def _float_text(x: float) -> str:
     if x == int(x) and abs(x) < 1e21:
         return str(int(x))
     if 1e-6 <= abs(x) < 1e21:
-        return format(Decimal(repr(x)), "f")
+        return _positional(repr(x))
     return repr(x)
+
+
+def _positional(text: str) -> str:
+    """``repr`` of a float without an exponent: "1.5e-05" -> "0.000015"."""
+    mantissa, _, exponent = text.partition("e")
+    if not exponent:
+        return text
+    sign = "-" if mantissa.startswith("-") else ""
+    whole, _, fraction = mantissa.lstrip("-").partition(".")
+    digits = whole + fraction
+    point = len(whole) + int(exponent)
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return sign + digits + "0" * (point - len(digits))
+    return f"{sign}{digits[:point]}.{digits[point:]}"
 
 
 def _scalar_text(value: Any) -> str | None:

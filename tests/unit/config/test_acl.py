@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pillion.config import load_configuration
+from pillion.config.loader import load_configuration
 from pillion.runtime.acl import AccessControl
 
 

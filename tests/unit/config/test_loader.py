@@ -10,15 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pillion.config import (
-    MetadataItem,
-    SecretKeyRef,
-    Source,
-    load_configuration,
-    load_resources,
-    parse_duration,
-    parse_trip,
-)
+from pillion.config.durations import parse_duration
+from pillion.config.loader import load_configuration, load_resources, parse_trip
+from pillion.config.manifests import MetadataItem, SecretKeyRef, Source
 from pillion.errors import ConfigError
 
 STATE = """\
