@@ -1,0 +1,14 @@
+"""``POST /v1.0/shutdown``: answer 204, then drain and stop."""
+
+from __future__ import annotations
+
+from ..server.http import NO_CONTENT
+from . import Endpoint
+
+
+def shutdown(sidecar, request):
+    sidecar.request_shutdown("shutdown API called")
+    return NO_CONTENT
+
+
+ENDPOINTS = (Endpoint(("POST",), "/v1.0/shutdown", "Shutdown", "shutdown", shutdown),)

@@ -1,0 +1,1 @@
+"""Components behind small interfaces, registered by Dapr type name (``state.lmdb``)."""

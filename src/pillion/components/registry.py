@@ -1,0 +1,48 @@
+"""Dapr component type name -> implementation, imported only when a resource uses it.
+
+Implementations are named as ``"module:Class"`` strings so that a sidecar with no
+state store never imports LMDB code, and one without MQTT never imports paho: on a
+512 MB board every import counts.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..config.manifests import Component
+from ..errors import ConfigError
+
+# One line per built-in component type, as Dapr's cmd/daprd/components lists them.
+BUILTIN: dict[str, str] = {}
+
+# What `pillion init` writes into the resources folder: file name -> Dapr YAML.
+DEFAULT_RESOURCES: dict[str, str] = {}
+
+
+def known_types() -> list[str]:
+    return sorted(BUILTIN)
+
+
+def check(component: Component) -> None:
+    """Fail start-up on a component this runtime cannot load, naming file, document and field."""
+    src = component.source
+    if component.type not in BUILTIN:
+        available = ", ".join(known_types()) or "none in this version"
+        raise ConfigError(
+            src.file, src.document, "spec.type",
+            f"a known component type; {component.type!r} (component {component.name!r}) is not one. Available: {available}",
+        )
+    for index, item in enumerate(component.metadata):
+        if item.secret_key_ref is not None:
+            raise ConfigError(
+                src.file, src.document, f"spec.metadata[{index}].secretKeyRef",
+                f"a plain value: component {component.name!r} refers to a secret, "
+                "but secret stores are not available in this version",
+            )
+    if component.version not in ("", "v1"):
+        raise ConfigError(src.file, src.document, "spec.version", f"v1 (got {component.version!r})")
+
+
+def create(component: Component):
+    module, _, cls = BUILTIN[component.type].partition(":")
+    return getattr(importlib.import_module(module), cls)(component)

@@ -1,0 +1,1 @@
+"""Wiring: sidecar assembly, app channel, name resolution, lifecycle."""

@@ -1,0 +1,160 @@
+"""Service invocation: the local app, sidecars on this host, sidecars on other hosts.
+
+A call for another app id goes to that app's sidecar over its internal HTTP
+listener, carrying the caller's app id; the receiving sidecar enforces access
+control and calls its app. The caller gets the app's status, headers and body as
+they are; infrastructure failures get Dapr's ``ERR_DIRECT_INVOKE``.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+from urllib.parse import quote, urlsplit
+
+from ..errors import DaprError
+from ..server.client import ClientError, ClientResponse, ConnectError, HttpClientPool
+from ..server.http import Request, Response
+from .acl import AccessControl
+from .app_channel import AppChannel, AppUnavailable
+from .nameresolution import Resolver, RoundRobin
+
+log = logging.getLogger("pillion.runtime.invoke")
+
+CALLER_HEADER = b"dapr-caller-app-id"
+CALLEE_HEADER = b"dapr-callee-app-id"
+
+# Never forwarded: hop-by-hop headers (RFC 9110 §7.6.1), framing we recompute, and Dapr's own.
+_DROP_REQUEST = frozenset(
+    (
+        b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
+        b"te", b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length", b"expect",
+        b"dapr-app-id", b"dapr-api-token", CALLER_HEADER, CALLEE_HEADER,
+    )
+)
+_DROP_RESPONSE = frozenset(
+    (
+        b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-connection", b"te", b"trailer",
+        b"transfer-encoding", b"upgrade", b"content-length", b"date",
+    )
+)
+_DROP_HEAD = _DROP_RESPONSE - {b"content-length"}
+_BAD_METHOD = re.compile(r"[#?\x00-\x1f\x7f]")
+_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def forwardable(headers: list[tuple[bytes, bytes]], drop: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+    named = {n.strip().lower() for k, v in headers if k.lower() == b"connection" for n in v.split(b",")}
+    return [(k, v) for k, v in headers if k.lower() not in drop and k.lower() not in named]
+
+
+def to_response(resp: ClientResponse, verb: str) -> Response:
+    """The app's answer as it is; a HEAD answer keeps the app's Content-Length."""
+    return Response(resp.status, resp.body, forwardable(resp.headers, _DROP_HEAD if verb == "HEAD" else _DROP_RESPONSE))
+
+
+def method_target(method: str, query: str) -> str:
+    """The request-target the app sees: a clean absolute path plus the caller's raw query."""
+    if _BAD_METHOD.search(method):
+        raise DaprError("ERR_DIRECT_INVOKE", f"invalid method name: {method!r}")
+    path = posixpath.normpath("/" + method) if method else "/"
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    if method.endswith("/") and path != "/":
+        path += "/"
+    target = quote(path, safe=_SAFE)
+    return f"{target}?{query}" if query else target
+
+
+class Invoker:
+    def __init__(
+        self,
+        app_id: str,
+        app: AppChannel | None,
+        pool: HttpClientPool,
+        resolver: Resolver,
+        acl: AccessControl,
+        http_endpoints: dict[str, str] | None = None,
+    ):
+        self.app_id = app_id
+        self.app = app
+        self.pool = pool
+        self.resolver = resolver
+        self.acl = acl
+        self.http_endpoints = http_endpoints or {}
+        self._spread = RoundRobin()
+
+    def _fail(self, target: str, cause: str, status: int | None = None) -> DaprError:
+        return DaprError("ERR_DIRECT_INVOKE", f"failed to invoke, id: {target}, err: {cause}", status)
+
+    async def invoke(self, target: str, method: str, request: Request) -> Response:
+        path = method_target(method, request.query)
+        headers = forwardable(request.headers, _DROP_REQUEST)
+        if target == self.app_id:
+            return await self.call_app(target, request.method, path, headers, request.body)
+        base = self.http_endpoints.get(target) or (target if "://" in target else None)
+        if base is not None:
+            return await self._call_url(target, base, request.method, path, headers, request.body)
+        if "." in target:
+            app, _, namespace = target.partition(".")
+            if "." in namespace:
+                raise self._fail(target, "invalid app id: more than one dot")
+            target = app
+        return await self._call_sidecar(target, request.method, path, headers, request.body)
+
+    async def call_app(self, target, verb, path, headers, body) -> Response:
+        if self.app is None:
+            raise self._fail(target, "app channel is not initialized")
+        try:
+            return to_response(await self.app.call(verb, path, headers, body), verb)
+        except AppUnavailable as exc:
+            raise self._fail(target, str(exc)) from None
+        except ClientError as exc:
+            raise self._fail(target, str(exc)) from None
+
+    async def _call_sidecar(self, target, verb, path, headers, body) -> Response:
+        addresses = self.resolver.resolve(target)
+        if not addresses:
+            raise self._fail(target, f"couldn't find service: {target}")
+        headers = headers + [(CALLER_HEADER, self.app_id.encode()), (CALLEE_HEADER, target.encode())]
+        last: ClientError | None = None
+        for host, port in self._spread.pick(addresses):
+            try:
+                return to_response(await self.pool.request(host, port, verb, path, headers, body), verb)
+            except ConnectError as exc:
+                last = exc
+                self.resolver.forget(target)
+            except ClientError as exc:
+                raise self._fail(target, str(exc)) from None
+        raise self._fail(target, str(last))
+
+    async def _call_url(self, target, base, verb, path, headers, body) -> Response:
+        url = urlsplit(base)
+        if url.scheme != "http" or not url.hostname:
+            raise self._fail(target, f"unsupported endpoint URL {base!r}: only http:// is supported")
+        prefix = url.path.rstrip("/")
+        try:
+            resp = await self.pool.request(url.hostname, url.port or 80, verb, prefix + path, headers, body)
+        except ClientError as exc:
+            raise self._fail(target, str(exc)) from None
+        return to_response(resp, verb)
+
+    async def serve_internal(self, request: Request) -> Response:
+        """Handler of the internal listener: a call from another sidecar for our app."""
+        caller = (request.header(CALLER_HEADER) or b"").decode("latin-1")
+        callee = (request.header(CALLEE_HEADER) or b"").decode("latin-1")
+        if callee != self.app_id:
+            raise self._fail(callee, f"app id {callee!r} is not served here (this is {self.app_id!r})", 404)
+        if not caller:
+            raise DaprError("ERR_DIRECT_INVOKE", "missing caller app id", 400)
+        if not self.acl.allowed(caller, request.method, request.path):
+            raise self._fail(
+                callee,
+                f"access control policy has denied access to appid: {caller} operation: {request.path} verb: {request.method}",
+                403,
+            )
+        target = request.path + ("?" + request.query if request.query else "")
+        headers = [(k, v) for k, v in forwardable(request.headers, _DROP_REQUEST)]
+        headers += [(CALLER_HEADER, caller.encode()), (CALLEE_HEADER, callee.encode())]
+        return await self.call_app(callee, request.method, target, headers, request.body)

@@ -1,0 +1,246 @@
+"""Sidecar assembly and lifecycle: configuration -> components -> API -> servers.
+
+Start-up order follows daprd: load resources and configuration (a bad file stops
+here), create components, open the API and internal listeners, register in the
+host registry, then wait for the app's port. ``/v1.0/healthz`` answers 204 only
+once all of that is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from .._version import __version__
+from ..api import all_endpoints
+from ..api.dispatch import Dispatcher
+from ..api.invoke import invoke_by_header
+from ..components import registry as component_registry
+from ..config.manifests import Configuration, Resources
+from ..server.client import HttpClientPool
+from ..server.protocol import HttpServer, Limits
+from .acl import AccessControl
+from .app_channel import AppChannel, HealthCheck
+from .invocation import Invoker
+from .nameresolution import ChainResolver, HostRegistryResolver, StaticResolver
+from .registry import HostRegistry, SidecarEntry
+
+log = logging.getLogger("pillion.runtime.sidecar")
+
+
+@dataclass
+class SidecarOptions:
+    app_id: str
+    app_port: int | None = None
+    app_protocol: str = "http"
+    app_channel_address: str = "127.0.0.1"
+    app_max_concurrency: int = -1
+    http_port: int = 3500
+    grpc_port: int = 50001
+    internal_port: int = 0
+    listen_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    internal_listen_address: str = "127.0.0.1"
+    public_port: int | None = None
+    resources_paths: list[str] = field(default_factory=list)
+    config: str | None = None
+    max_body: int = 4 * 1024 * 1024
+    max_header: int = 4 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    idle_timeout: float = 60.0
+    health: HealthCheck | None = None
+    graceful_shutdown: float = 5.0
+    data_dir: str = "~/.pillion/data"
+    api_token: str | None = None
+    app_api_token: str | None = None
+    namespace: str | None = None
+    command: list[str] = field(default_factory=list)
+
+
+class Sidecar:
+    def __init__(self, options: SidecarOptions):
+        self.options = options
+        self.app_id = options.app_id
+        self.extended: dict[str, str] = {}
+        self.components: dict[str, object] = {}
+        self.outbound_ready = False
+        self.ready = False  # what /v1.0/healthz reports; not_ready() says why not
+        self.started = time.time()
+        self.resources: Resources | None = None
+        self.configuration: Configuration | None = None
+        self.app: AppChannel | None = None
+        self.invoker: Invoker | None = None
+        self.servers: list[HttpServer] = []
+        self.registry: HostRegistry | None = None
+        self.entry: SidecarEntry | None = None
+        self.pool: HttpClientPool | None = None
+        self._stop = asyncio.Event()
+        self.stop_reason = ""
+
+    # -- configuration (synchronous, before anything listens) -------------------
+
+    def load(self) -> None:
+        """Read every resource and the configuration; raises ConfigError on the first bad one."""
+        opts = self.options
+        self.resources = Resources((), (), (), ())
+        if opts.config or opts.resources_paths:
+            # The YAML loader costs over a megabyte of RSS: import it only when there is YAML.
+            from ..config.loader import load_configuration, load_resources
+
+            self.configuration = load_configuration(opts.config) if opts.config else None
+            self.resources = load_resources(opts.resources_paths, app_id=opts.app_id, namespace=opts.namespace)
+        for component in self.resources.components:
+            component_registry.check(component)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.resources is None:
+            self.load()
+        opts = self.options
+        for component in self.resources.components:
+            self.components[component.name] = component_registry.create(component)
+
+        self.pool = HttpClientPool(read_timeout=300.0)
+        if opts.app_port:
+            self.app = AppChannel(
+                self.pool, opts.app_channel_address, opts.app_port,
+                api_token=opts.app_api_token, max_concurrency=opts.app_max_concurrency, health=opts.health,
+                on_ready=self._update_ready,
+            )
+        self.registry = HostRegistry(os.path.expanduser(opts.data_dir))
+        acl = AccessControl.from_spec(self.configuration.access_control if self.configuration else None)
+        resolvers = [HostRegistryResolver(self.registry)]
+        naming = self.configuration.name_resolution if self.configuration else None
+        if naming and naming.get("component") == "static":
+            resolvers.append(StaticResolver(naming.get("configuration", {}).get("apps", {})))
+        endpoints = {e.name: e.base_url for e in self.resources.http_endpoints}
+        self.invoker = Invoker(self.app_id, self.app, self.pool, ChainResolver(*resolvers), acl, endpoints)
+
+        limits = Limits(
+            max_body=opts.max_body, max_header=opts.max_header, header_timeout=opts.header_timeout,
+            body_timeout=opts.body_timeout, keepalive_timeout=opts.idle_timeout,
+        )
+        api = HttpServer(Dispatcher(self, all_endpoints(), opts.api_token, invoke_by_header), limits)
+        for address in opts.listen_addresses:
+            await api.listen(address, opts.http_port)
+        internal = HttpServer(self.invoker.serve_internal, limits)
+        await internal.listen(opts.internal_listen_address, opts.internal_port)
+        self.servers = [api, internal]
+        if opts.public_port:
+            public = HttpServer(Dispatcher(self, _public_endpoints(), None), limits)
+            await public.listen(opts.listen_addresses[0], opts.public_port)
+            self.servers.append(public)
+        self.http_port = api.ports()[0]
+        self.internal_port = internal.ports()[0]
+
+        self.entry = self.registry.register(
+            SidecarEntry(
+                app_id=self.app_id, pid=os.getpid(), http_port=self.http_port,
+                internal_host=opts.internal_listen_address, internal_port=self.internal_port,
+                app_port=opts.app_port, grpc_port=opts.grpc_port, command=opts.command,
+            )
+        )
+        if self.app is not None:
+            self.app.start()
+        self.outbound_ready = True
+        self._update_ready()
+        log.info(
+            "pillion %s sidecar %r: HTTP API on port %d, internal port %d, %d component(s)",
+            __version__, self.app_id, self.http_port, self.internal_port, len(self.components),
+        )
+
+    def _update_ready(self) -> None:
+        self.ready = not self.not_ready()
+
+    def not_ready(self) -> list[str]:
+        waiting = []
+        if not self.outbound_ready:
+            waiting.append("api")
+        if self.app is not None and not self.app.ready.is_set():
+            waiting.append("app-channel")
+        return waiting
+
+    def request_shutdown(self, reason: str) -> None:
+        if not self._stop.is_set():
+            log.info("stopping: %s", reason)
+            self.stop_reason = reason
+            self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_shutdown, f"received {signal.Signals(sig).name}")
+
+    async def stop(self) -> None:
+        """Graceful drain: stop listening, finish in-flight requests, close components."""
+        if self.registry is not None and self.entry is not None:
+            self.registry.unregister(self.entry)
+        await asyncio.gather(*(s.shutdown(self.options.graceful_shutdown) for s in self.servers))
+        if self.app is not None:
+            await self.app.close()
+        for component in self.components.values():
+            close = getattr(component, "close", None)
+            if close is not None:
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+        if self.pool is not None:
+            await self.pool.close()
+        if self.registry is not None:
+            self.registry.close()
+
+    # -- metadata API ----------------------------------------------------------------
+
+    def metadata(self) -> dict:
+        opts = self.options
+        features = self.configuration.features if self.configuration else {}
+        components = [
+            {"name": c.name, "type": c.type, "version": c.version or "v1",
+             "capabilities": list(getattr(self.components.get(c.name), "capabilities", lambda: [])())}
+            for c in self.resources.components
+        ]
+        out: dict = {
+            "id": self.app_id,
+            "runtimeVersion": __version__,
+            "enabledFeatures": [name for name, on in features.items() if on],
+            "actors": [],
+            "components": components,
+            "extended": {"daprRuntimeVersion": __version__, "runtime": "pillion", **self.extended},
+            "subscriptions": [],
+            "httpEndpoints": [{"name": e.name} for e in self.resources.http_endpoints],
+            "actorRuntime": {"runtimeStatus": "DISABLED", "hostReady": False, "placement": ""},
+        }
+        if opts.app_port:
+            conn: dict = {"port": opts.app_port, "protocol": opts.app_protocol, "channelAddress": opts.app_channel_address}
+            if opts.app_max_concurrency > 0:
+                conn["maxConcurrency"] = opts.app_max_concurrency
+            if opts.health is not None:
+                conn["health"] = {
+                    "healthCheckPath": opts.health.path,
+                    "healthProbeInterval": _duration(opts.health.interval),
+                    "healthProbeTimeout": _duration(opts.health.timeout),
+                    "healthThreshold": opts.health.threshold,
+                }
+            out["appConnectionProperties"] = conn
+        return out
+
+
+def _duration(seconds: float) -> str:
+    return f"{int(seconds * 1000)}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def _public_endpoints():
+    """Dapr's public port serves health and metadata only, without the token."""
+    from dataclasses import replace
+
+    from ..api import health, metadata
+
+    return tuple(replace(e, public=True) for e in health.ENDPOINTS + metadata.ENDPOINTS[:1])
