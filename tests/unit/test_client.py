@@ -380,7 +380,7 @@ def test_silent_server_is_response_timeout_and_connection_closed() -> None:
             started = time.monotonic()
             with pytest.raises(ResponseTimeout):
                 await pool.request("127.0.0.1", srv.port, "GET", "/", timeout=0.2)
-            assert 0.2 <= time.monotonic() - started < 1
+            assert 0.15 <= time.monotonic() - started < 1  # uvloop timers have ms resolution
             await asyncio.sleep(0.05)
             assert srv.closed_by_client == 1
             assert not pool._idle.get(("127.0.0.1", srv.port))
