@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import os
+import time
 
 import pytest
 
@@ -223,3 +224,16 @@ def test_app_health_checks(tmp_path, sidecar, echo_app):
     wait_for(unhealthy, 5, what="app marked unhealthy")
     flag.unlink()
     wait_for(lambda: request(sc.http_port, "GET", "/v1.0/invoke/checked/method/x")[0] == 200, 5, what="recovery")
+
+
+def test_sigterm_drains_calls_in_flight(sidecar, echo_app):
+    app = echo_app()
+    sc = sidecar("draining", "--app-port", str(app.port), wait="/v1.0/healthz")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(json_request, sc.http_port, "GET", "/v1.0/invoke/draining/method/sleep/800")
+        time.sleep(0.3)
+        sc.proc.terminate()
+        status, headers, echo = pending.result(10)
+    assert (status, echo["path"]) == (200, "/sleep/800")
+    assert headers["Connection"] == "close"
+    assert sc.proc.wait(10) == 0

@@ -42,11 +42,23 @@ _DROP_RESPONSE = frozenset(
 _DROP_HEAD = _DROP_RESPONSE - {b"content-length"}
 _BAD_METHOD = re.compile(r"[#?\x00-\x1f\x7f]")
 _SAFE = "/:@!$&'()*+,;=-._~"
+# Most method names need neither cleaning nor quoting: no dot segments, no empty ones.
+_PLAIN_METHOD = re.compile(r"[A-Za-z0-9_\-~]+(?:/[A-Za-z0-9_\-~]+)*/?")
 
 
 def forwardable(headers: list[tuple[bytes, bytes]], drop: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
-    named = {n.strip().lower() for k, v in headers if k.lower() == b"connection" for n in v.split(b",")}
-    return [(k, v) for k, v in headers if k.lower() not in drop and k.lower() not in named]
+    """``headers`` without ``drop`` and without what a ``Connection`` header names."""
+    kept = []
+    named = None
+    for key, value in headers:
+        lower = key.lower()
+        if lower == b"connection":
+            named = {n.strip().lower() for n in value.split(b",")} | (named or set())
+        elif lower not in drop:
+            kept.append((key, value))
+    if named:
+        kept = [(k, v) for k, v in kept if k.lower() not in named]
+    return kept
 
 
 def to_response(resp: ClientResponse, verb: str) -> Response:
@@ -56,6 +68,8 @@ def to_response(resp: ClientResponse, verb: str) -> Response:
 
 def method_target(method: str, query: str) -> str:
     """The request-target the app sees: a clean absolute path plus the caller's raw query."""
+    if _PLAIN_METHOD.fullmatch(method):
+        return f"/{method}?{query}" if query else "/" + method
     if _BAD_METHOD.search(method):
         raise DaprError("ERR_DIRECT_INVOKE", f"invalid method name: {method!r}")
     path = posixpath.normpath("/" + method) if method else "/"
