@@ -258,32 +258,16 @@ def _event_loop():
 
 
 def cmd_sidecar(args) -> int:
-    import asyncio
-
-    sidecar, code = _prepare(args, [])
-    if sidecar is None:
-        return code
-
-    async def serve() -> int:
-        try:
-            await sidecar.start()
-        except OSError as exc:
-            log.error("cannot start: %s", exc)
-            await sidecar.stop()
-            return 1
-        sidecar.install_signal_handlers()
-        await sidecar.wait_stopped()
-        await sidecar.stop()
-        return 0
-
-    with asyncio.Runner(loop_factory=_event_loop) as runner:
-        return runner.run(serve())
+    return _serve(args, [])
 
 
 def cmd_run(args) -> int:
+    return _serve(args, args.app[1:] if args.app[:1] == ["--"] else args.app)
+
+
+def _serve(args, command: list[str]) -> int:
     import asyncio
 
-    command = args.app[1:] if args.app[:1] == ["--"] else args.app
     sidecar, code = _prepare(args, command)
     if sidecar is None:
         return code
@@ -292,7 +276,8 @@ def cmd_run(args) -> int:
 
 
 async def _run_with_app(sidecar, command: list[str]) -> int:
-    """Sidecar in this process, the app as a child: prefixed output, forwarded signals, its exit code."""
+    """Sidecar in this process and, when there is a command, the app as a child:
+    prefixed output, forwarded signals, its exit code."""
     import asyncio
 
     try:
