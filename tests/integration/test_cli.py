@@ -202,3 +202,4 @@ def test_port_in_use_fails_cleanly(tmp_path, sidecar):
     assert out.returncode == 1
     assert "address already in use" in out.stderr.lower()
     assert request(first.http_port, "GET", "/v1.0/healthz")[0] == 204
+
