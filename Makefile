@@ -8,6 +8,7 @@ install:
 
 # In-place build for working on ext/ from a source checkout (PYTHONPATH=src).
 compile:
+	$(PYTHON) -m pip install --quiet --upgrade "setuptools>=77" "Cython>=3,<4"
 	$(PYTHON) setup.py build_ext --inplace
 
 example: install

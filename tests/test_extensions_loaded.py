@@ -27,6 +27,19 @@ def test_router_is_compiled():
     assert _impl.loaded()["router"] == "compiled"
 
 
+@pytest.mark.skipif(NO_EXTENSIONS, reason="PILLION_NO_EXTENSIONS is set")
+def test_http_protocol_is_compiled():
+    from pillion.server.http import Request
+    from pillion.server.protocol import HttpProtocol, HttpServer, error_bytes
+
+    for obj in (HttpProtocol, Request):
+        assert obj.__module__ == "pillion._ext.httpproto"
+    assert sys.modules["pillion._ext.httpproto"].__file__.endswith(".so")
+    assert error_bytes is sys.modules["pillion._ext.httpproto"].error_bytes
+    assert HttpServer(lambda request: None).protocol is HttpProtocol
+    assert _impl.loaded()["httpproto"] == "compiled"
+
+
 def test_no_extensions_selects_pure_router():
     env = dict(os.environ, PILLION_NO_EXTENSIONS="1")
     env["PYTHONPATH"] = os.pathsep.join(
@@ -41,3 +54,20 @@ def test_no_extensions_selects_pure_router():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout
     assert out.split() == ["pillion._pure.router", "pure"]
+
+
+def test_no_extensions_selects_pure_http_protocol():
+    env = dict(os.environ, PILLION_NO_EXTENSIONS="1")
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(pillion.__file__).parents[1]), env.get("PYTHONPATH")])
+    )
+    code = (
+        "from pillion import _impl\n"
+        "from pillion.server.protocol import HttpProtocol\n"
+        "from pillion.server.http import Request\n"
+        "print(HttpProtocol.__module__, Request.__module__, _impl.loaded()['httpproto'])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["pillion._pure.httpproto", "pillion._pure.httpproto", "pure"]

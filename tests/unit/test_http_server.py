@@ -1,14 +1,17 @@
 """HttpServer / HttpProtocol against raw sockets on 127.0.0.1, on a uvloop loop thread.
 
 Every test talks bytes to a real server so framing, keep-alive, pipelining, limits,
-timeouts, flow control and drain are checked exactly as a client sees them.
+timeouts, flow control and drain are checked exactly as a client sees them. Every
+test runs twice: with the pure HttpProtocol and with the compiled one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import logging
+import os
 import socket
 import struct
 import threading
@@ -44,10 +47,37 @@ class _Capture(logging.Handler):
         self.sink.append(record)
 
 
+def protocol_twin(kind: str) -> type:
+    """HttpProtocol of ``pillion._pure.httpproto`` or ``pillion._ext.httpproto``.
+
+    As ``import_twin`` in tests/conftest.py: a missing compiled module skips, except
+    under CI, where it fails.
+    """
+    if kind == "pure":
+        return importlib.import_module("pillion._pure.httpproto").HttpProtocol
+    try:
+        return importlib.import_module("pillion._ext.httpproto").HttpProtocol
+    except ImportError as exc:
+        message = (
+            f"compiled extension pillion._ext.httpproto is not built ({exc}); "
+            "run `python setup.py build_ext --inplace`"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module", params=("pure", "compiled"))
+def protocol(request) -> type:
+    """The HttpProtocol class under test; module-scoped so the fuzz server is shared per twin."""
+    return protocol_twin(request.param)
+
+
 class ServerThread:
     """An HttpServer on its own uvloop loop thread, with the test handler."""
 
-    def __init__(self, limits: Limits | None = None):
+    def __init__(self, limits: Limits | None = None, protocol: type | None = None):
+        self.protocol = protocol
         self.events: list[str] = []
         self.loop_errors: list[dict] = []
         self.log_errors: list[logging.LogRecord] = []
@@ -65,7 +95,7 @@ class ServerThread:
         self.loop.run_forever()
 
     async def _start(self, limits):
-        server = HttpServer(self.handle, limits)
+        server = HttpServer(self.handle, limits, protocol=self.protocol)
         await server.listen("127.0.0.1", 0)
         return server
 
@@ -132,11 +162,11 @@ def echo(req) -> Response:
 
 
 @pytest.fixture
-def serve():
+def serve(protocol):
     servers: list[ServerThread] = []
 
     def start(**limits) -> ServerThread:
-        s = ServerThread(Limits(**limits))
+        s = ServerThread(Limits(**limits), protocol)
         servers.append(s)
         return s
 
@@ -325,6 +355,14 @@ def align_to_tick(server: HttpServer, phase: float):
 
 
 # -- keep-alive ----------------------------------------------------------------------
+
+
+def test_the_server_runs_the_protocol_under_test(srv, protocol):
+    with Client(srv.port) as c:
+        c.send(get("/a"))
+        assert_echo(c.read_response(), path="/a")
+        (conn,) = list(srv.server.connections)
+        assert type(conn) is protocol
 
 
 def test_keep_alive_two_requests_on_one_connection(srv):
@@ -951,8 +989,10 @@ def parse_responses(data: bytes) -> list[tuple[int, dict]]:
 
 
 @pytest.fixture(scope="module")
-def fuzz_server():
-    s = ServerThread(Limits(max_body=2000, max_header=1000, header_timeout=0.5, body_timeout=0.5, max_pipeline=4))
+def fuzz_server(protocol):
+    s = ServerThread(
+        Limits(max_body=2000, max_header=1000, header_timeout=0.5, body_timeout=0.5, max_pipeline=4), protocol
+    )
     yield s
     s.stop()
     assert s.loop_errors == []

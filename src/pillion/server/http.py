@@ -10,6 +10,7 @@ from http import HTTPStatus
 
 import orjson
 
+from .._impl import load
 from ..errors import DaprError, render
 
 Headers = list[tuple[bytes, bytes]]
@@ -25,49 +26,6 @@ STATUS_LINES: dict[int, bytes] = {
 def status_line(status: int) -> bytes:
     line = STATUS_LINES.get(status)
     return line if line is not None else b"HTTP/1.1 %d Unknown\r\n" % status
-
-
-class Request:
-    """One parsed HTTP request; ``params`` are filled by the router."""
-
-    __slots__ = ("method", "path", "query", "headers", "body", "params", "keep_alive", "endpoint")
-
-    def __init__(self, method: str, path: str, query: str, headers: Headers, body: bytes, keep_alive: bool):
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.body = body
-        self.keep_alive = keep_alive
-        self.params: dict[str, str] = {}
-        self.endpoint = None
-
-    def header(self, name: bytes) -> bytes | None:
-        """First value of header ``name`` (give it lower-case)."""
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
-
-    def query_params(self) -> list[tuple[str, str]]:
-        from urllib.parse import parse_qsl
-
-        return parse_qsl(self.query, keep_blank_values=True)
-
-    def metadata(self) -> dict[str, str]:
-        """``metadata.<k>`` query parameters as component metadata (first value wins)."""
-        out: dict[str, str] = {}
-        for key, value in self.query_params():
-            if key.startswith("metadata.") and key[9:] not in out:
-                out[key[9:]] = value
-        return out
-
-    def json(self):
-        """The body as JSON, or ERR_MALFORMED_REQUEST naming the parse problem."""
-        try:
-            return orjson.loads(self.body)
-        except orjson.JSONDecodeError as exc:
-            raise DaprError("ERR_MALFORMED_REQUEST", f"failed deserializing HTTP body: {exc}") from None
 
 
 class Response:
@@ -99,3 +57,9 @@ class Response:
 
 
 NO_CONTENT = Response(204)
+
+
+# Request is a twin (pillion._ext.httpproto when built, else pillion._pure.httpproto):
+# the protocol builds one per request. Loaded last: the twins import Response and
+# status_line from this module.
+Request = load("httpproto").Request
