@@ -158,3 +158,14 @@ def test_pipelined_requests_answered_in_order(sidecar):
     assert raw.count(b"HTTP/1.1 204 No Content") == 20
     extended = error_of(raw[raw.index(b"HTTP/1.1 200"):])["extended"]
     assert all(extended[f"k{i}"] == str(i) for i in range(20))
+
+
+def test_public_port_serves_health_and_metadata_only_without_token(sidecar):
+    public = free_port()
+    sc = sidecar("pub", "--dapr-public-port", str(public), env={"DAPR_API_TOKEN": "t0ken"})
+    assert request(public, "GET", "/v1.0/healthz")[0] == 204
+    status, _, body = json_request(public, "GET", "/v1.0/metadata")
+    assert (status, body["id"]) == (200, "pub")
+    assert request(public, "POST", "/v1.0/shutdown")[0] == 404
+    assert request(public, "PUT", "/v1.0/metadata/x", b"y")[0] == 404
+    assert request(sc.http_port, "GET", "/v1.0/metadata")[0] == 401

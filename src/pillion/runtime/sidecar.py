@@ -204,7 +204,7 @@ class Sidecar:
         features = self.configuration.features if self.configuration else {}
         components = [
             {"name": c.name, "type": c.type, "version": c.version or "v1",
-             "capabilities": list(getattr(self.components.get(c.name), "capabilities", lambda: [])())}
+             "capabilities": _capabilities(self.components.get(c.name))}
             for c in self.resources.components
         ]
         out: dict = {
@@ -233,6 +233,12 @@ class Sidecar:
         return out
 
 
+def _capabilities(component) -> list[str]:
+    """Dapr's capability strings (ETAG, TRANSACTIONAL, ...) for the metadata API."""
+    features = getattr(component, "features", None)
+    return sorted(str(f) for f in features()) if features is not None else []
+
+
 def _duration(seconds: float) -> str:
     return f"{int(seconds * 1000)}ms" if seconds < 1 else f"{seconds:g}s"
 
@@ -243,4 +249,4 @@ def _public_endpoints():
 
     from ..api import health, metadata
 
-    return tuple(replace(e, public=True) for e in health.ENDPOINTS + metadata.ENDPOINTS[:1])
+    return tuple(replace(e, public=True) for e in health.ENDPOINTS + metadata.ENDPOINTS if e.name != "PutMetadata")
