@@ -1,9 +1,12 @@
 # Entry points the README names. PYTHON may point at a venv's interpreter.
 PYTHON ?= python3
 
-.PHONY: install compile example test test-pure bench clean
+.PHONY: install install-test compile example test bench clean
 
 install:
+	$(PYTHON) -m pip install --upgrade .
+
+install-test:
 	$(PYTHON) -m pip install --upgrade ".[test]"
 
 # In-place build for working on ext/ from a source checkout (PYTHONPATH=src).
@@ -16,7 +19,7 @@ example: install
 
 # The whole suite against the installed package (compiled core), then the unit and
 # parity tests again with the pure-Python twins forced.
-test: install
+test: install-test
 	$(PYTHON) -m pytest -q
 	PILLION_NO_EXTENSIONS=1 $(PYTHON) -m pytest -q tests/unit tests/parity tests/test_extensions_loaded.py
 
