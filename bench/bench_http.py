@@ -11,7 +11,9 @@ One run measures, each target in its own process(es) and loaded by ``wrk`` from 
 
 plus the sidecar's idle / peak RSS, import time and start-to-ready time.
 
-Usage: PYTHONPATH=src python bench/bench_http.py [--duration 10] [--warmup 2] [--json out.json]
+Usage: python bench/bench_http.py [--duration 10] [--warmup 2] [--json out.json]
+(measures the pillion that this interpreter imports: the installed one, or PYTHONPATH=src
+after ``make compile``; it prints which, and whether the compiled twins loaded)
 
 Targets are printed with PASS/MISS marks; the exit code is 0 unless something failed to run.
 The script also runs its own raw server: ``bench_http.py --serve-raw PORT --status 204|200``.
@@ -121,9 +123,6 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-SRC = REPO / "src"
 
 CONNECTIONS = 50
 THREADS = 1
@@ -148,7 +147,6 @@ def child_env(tmp: Path, pyc: bool = True) -> dict[str, str]:
         # that nothing is written next to the sources (PYTHONDONTWRITEBYTECODE is dropped).
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
-    env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PILLION_HOME"] = str(tmp / "home")
     env["PILLION_DATA_DIR"] = str(tmp / "data")
     env.pop("DAPR_API_TOKEN", None)
@@ -427,7 +425,15 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="pillion-bench-"))
     env = child_env(tmp, pyc=not args.no_pyc)
-    print(f"children: PYTHONPATH={SRC}, " + (
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import pillion, pillion.server.protocol, pillion.server.router, pillion._impl as i;"
+         "print(pillion.__file__, sorted(i.loaded().items()))"],
+        capture_output=True, text=True, env=env,
+    ).stdout.strip()
+    print(f"pillion under test: {loaded}")
+    if "'pure'" in loaded:
+        print("WARNING: pure-Python twins loaded; build the extensions (make compile, or pip install .)")
+    print("children: " + (
         f"bytecode cached under {tmp / 'pycache'} (PYTHONDONTWRITEBYTECODE dropped)" if not args.no_pyc else
         f"bytecode settings inherited (PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r})"))
     print(flush=True)
