@@ -203,3 +203,24 @@ def test_port_in_use_fails_cleanly(tmp_path, sidecar):
     assert "address already in use" in out.stderr.lower()
     assert request(first.http_port, "GET", "/v1.0/healthz")[0] == 204
 
+
+
+def test_run_with_a_missing_command_exits_127(tmp_path):
+    out = _pillion(tmp_path, "run", "--app-id", "nocmd", "--dapr-http-port", str(free_port()), "--",
+                   str(tmp_path / "no-such-program"))
+    assert out.returncode == 127
+    assert "cannot start the app" in out.stderr
+
+
+def test_stop_ends_a_run_and_its_app(tmp_path):
+    app_port, http_port = free_port(), free_port()
+    proc = Process(pillion_command("run", "--app-id", "stoppable", "--app-port", str(app_port), "--dapr-http-port",
+                                   str(http_port), "--", sys.executable, "-m", "pillion._testing.echo_app", str(app_port)),
+                   tmp_path / "run.log", env=_env(tmp_path))
+    wait_for(lambda: http_status(http_port, "/v1.0/healthz") == 204, what="healthz")
+    app_pid = int(json_request(http_port, "GET", "/v1.0/metadata")[2]["extended"]["appPID"])
+    assert _pillion(tmp_path, "stop", "--app-id", "stoppable").returncode == 0
+    assert proc.proc.wait(10) == 128 + signal.SIGTERM
+    wait_for(lambda: not os.path.exists(f"/proc/{app_pid}") or open(f"/proc/{app_pid}/stat").read().split()[2] == "Z",
+             5, what="app exit")
+    proc.stop()
