@@ -34,7 +34,7 @@ cdef object _log = log
 cdef object _parse_qsl = parse_qsl
 cdef object _orjson_loads = orjson.loads
 cdef object _JSONDecodeError = orjson.JSONDecodeError
-cdef object _ensure_future = asyncio.ensure_future
+cdef object _get_running_loop = asyncio.get_running_loop
 cdef object _CancelledError = asyncio.CancelledError
 cdef object _deque = collections.deque
 cdef object _HttpRequestParser = httptools.HttpRequestParser
@@ -130,6 +130,7 @@ cdef class HttpProtocol:
     cdef object _body
     cdef readonly object _queue
     cdef object _task
+    cdef object _loop
     cdef readonly bint _busy, _reading_paused, _writing_paused, _closing
     cdef bint _continue, _expect_continue
 
@@ -152,6 +153,7 @@ cdef class HttpProtocol:
         self._queue = _deque()
         self._busy = False
         self._task = None
+        self._loop = None
         self._reading_paused = False
         self._writing_paused = False
         self._closing = False
@@ -328,7 +330,11 @@ cdef class HttpProtocol:
             self._write(request, result)
         else:
             self._busy = True
-            self._task = _ensure_future(_await(self, request, result))
+            # loop.create_task, not ensure_future: that looks the loop up per call, and
+            # CPython 3.11 pays a getpid() system call for it.
+            if self._loop is None:
+                self._loop = _get_running_loop()
+            self._task = self._loop.create_task(_await(self, request, result))
 
     cdef _write(self, request, response):
         body = response.body

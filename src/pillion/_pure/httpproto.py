@@ -105,7 +105,7 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         "server", "limits", "handler", "transport", "parser", "_url", "_headers", "_header_size",
         "_max_header", "_max_body", "_header_timeout", "_body_timeout",
-        "_body", "_body_size", "_queue", "_busy", "_task", "_reading_paused", "_writing_paused",
+        "_body", "_body_size", "_queue", "_busy", "_task", "_loop", "_reading_paused", "_writing_paused",
         "_closing", "_continue", "read_deadline", "idle_since", "_expect_continue",
     )
 
@@ -127,6 +127,7 @@ class HttpProtocol(asyncio.Protocol):
         self._queue: collections.deque[Request] = collections.deque()
         self._busy = False
         self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._reading_paused = False
         self._writing_paused = False
         self._closing = False
@@ -293,7 +294,11 @@ class HttpProtocol(asyncio.Protocol):
             self._write(request, result)
         else:
             self._busy = True
-            self._task = asyncio.ensure_future(self._await(request, result))
+            # loop.create_task, not ensure_future: that looks the loop up per call, and
+            # CPython 3.11 pays a getpid() system call for it.
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._await(request, result))
 
     async def _await(self, request: Request, pending: Awaitable[Response]):
         try:
