@@ -23,6 +23,7 @@ import httptools
 import orjson
 
 from pillion.errors import DaprError, render
+from pillion.server.response import Response, status_line
 
 __all__ = ["HttpProtocol", "Request", "error_bytes"]
 
@@ -43,8 +44,8 @@ cdef object _ParserUpgrade = httptools.HttpParserUpgrade
 cdef object _ParserError = httptools.HttpParserError
 cdef object _DaprError = DaprError
 cdef object _render = render
-cdef object _Response  # bound at the end of the module, after Request
-cdef object _status_line
+cdef object _Response = Response
+cdef object _status_line = status_line
 
 cdef bytes _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 cdef dict _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")}
@@ -433,11 +434,3 @@ async def _await(HttpProtocol proto, request, pending):
         # _next -> _run -> _write -> _next recursed once per queued request.
         if not proto.transport.is_closing():
             proto._next()
-
-
-# Last: pillion.server.http re-exports this module's Request and may be running this
-# import (through pillion._impl.load), with Response and status_line already defined.
-from pillion.server.http import Response, status_line
-
-_Response = Response
-_status_line = status_line

@@ -19,6 +19,7 @@ import httptools
 import orjson
 
 from ..errors import DaprError, render
+from ..server.response import Response, status_line
 
 __all__ = ["HttpProtocol", "Request", "error_bytes"]
 
@@ -68,9 +69,6 @@ class Request:
             raise DaprError("ERR_MALFORMED_REQUEST", f"failed deserializing HTTP body: {exc}") from None
 
 
-# After Request: pillion.server.http re-exports this module's Request, and imports it
-# (through pillion._impl.load) while this import is still running.
-from ..server.http import Response, status_line  # noqa: E402
 
 log = logging.getLogger("pillion.server.http")
 

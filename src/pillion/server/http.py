@@ -2,64 +2,13 @@
 
 Headers stay as the ``(name, value)`` byte pairs httptools delivered, in order and
 in their original case, so that service invocation can pass them on unchanged.
+``Request`` is a twin (pillion._ext.httpproto when built, else pillion._pure.httpproto):
+the protocol builds one per request.
 """
 
-from __future__ import annotations
-
-from http import HTTPStatus
-
-import orjson
-
 from .._impl import load
-from ..errors import DaprError, render
+from .response import NO_CONTENT, Headers, Response, status_line
 
-Headers = list[tuple[bytes, bytes]]
-
-_JSON = b"application/json"
-_TEXT = b"text/plain; charset=utf-8"
-
-STATUS_LINES: dict[int, bytes] = {
-    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus
-}
-
-
-def status_line(status: int) -> bytes:
-    line = STATUS_LINES.get(status)
-    return line if line is not None else b"HTTP/1.1 %d Unknown\r\n" % status
-
-
-class Response:
-    __slots__ = ("status", "headers", "body")
-
-    def __init__(self, status: int = 200, body: bytes = b"", headers: Headers | None = None):
-        self.status = status
-        self.body = body
-        self.headers = headers if headers is not None else []
-
-    @classmethod
-    def json(cls, value, status: int = 200, headers: Headers | None = None) -> "Response":
-        h = [(b"Content-Type", _JSON)]
-        if headers:
-            h.extend(headers)
-        return cls(status, orjson.dumps(value), h)
-
-    @classmethod
-    def raw_json(cls, body: bytes, status: int = 200) -> "Response":
-        return cls(status, body, [(b"Content-Type", _JSON)])
-
-    @classmethod
-    def text(cls, text: str, status: int = 200) -> "Response":
-        return cls(status, text.encode(), [(b"Content-Type", _TEXT)])
-
-    @classmethod
-    def error(cls, err: DaprError) -> "Response":
-        return cls(err.status, render(err.code, err.message), [(b"Content-Type", _JSON), *err.headers])
-
-
-NO_CONTENT = Response(204)
-
-
-# Request is a twin (pillion._ext.httpproto when built, else pillion._pure.httpproto):
-# the protocol builds one per request. Loaded last: the twins import Response and
-# status_line from this module.
 Request = load("httpproto").Request
+
+__all__ = ["NO_CONTENT", "Headers", "Request", "Response", "status_line"]
