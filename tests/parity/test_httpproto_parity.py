@@ -8,34 +8,20 @@ with the same handlers, and must leave identical records.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import logging
-import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pillion.errors import DaprError
+from pillion._testing import import_twin
 from pillion.server.http import Response
 from pillion.server.protocol import HttpServer, Limits
 
 DATE = b"Date: Thu, 01 Jan 2026 00:00:00 GMT\r\n"
 LIMITS = dict(max_body=64, max_header=220, header_timeout=5.0, body_timeout=5.0, keepalive_timeout=5.0, max_pipeline=4)
-
-
-def import_twin(name: str, kind: str):
-    """As tests/conftest.py's: a missing compiled module skips, except under CI (fails)."""
-    if kind == "pure":
-        return importlib.import_module(f"pillion._pure.{name}")
-    try:
-        return importlib.import_module(f"pillion._ext.{name}")
-    except ImportError as exc:
-        message = f"compiled extension pillion._ext.{name} is not built ({exc}); run `python setup.py build_ext --inplace`"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib
 import logging
-import os
 import socket
 import struct
 import threading
@@ -24,6 +22,7 @@ import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pillion._testing import import_twin
 from pillion.errors import DaprError
 from pillion.server.http import Response
 from pillion.server.protocol import HttpServer, Limits
@@ -47,30 +46,10 @@ class _Capture(logging.Handler):
         self.sink.append(record)
 
 
-def protocol_twin(kind: str) -> type:
-    """HttpProtocol of ``pillion._pure.httpproto`` or ``pillion._ext.httpproto``.
-
-    As ``import_twin`` in tests/conftest.py: a missing compiled module skips, except
-    under CI, where it fails.
-    """
-    if kind == "pure":
-        return importlib.import_module("pillion._pure.httpproto").HttpProtocol
-    try:
-        return importlib.import_module("pillion._ext.httpproto").HttpProtocol
-    except ImportError as exc:
-        message = (
-            f"compiled extension pillion._ext.httpproto is not built ({exc}); "
-            "run `python setup.py build_ext --inplace`"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="module", params=("pure", "compiled"))
 def protocol(request) -> type:
     """The HttpProtocol class under test; module-scoped so the fuzz server is shared per twin."""
-    return protocol_twin(request.param)
+    return import_twin("httpproto", request.param).HttpProtocol
 
 
 class ServerThread:

@@ -6,6 +6,7 @@ Nothing here is imported by the runtime.
 from __future__ import annotations
 
 import http.client
+import importlib
 import os
 import signal
 import socket
@@ -13,6 +14,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+
+def import_twin(name: str, kind: str):
+    """``pillion._pure.<name>`` or ``pillion._ext.<name>``, bypassing ``pillion._impl``.
+
+    For tests run against both twins: a missing compiled module skips the test, except
+    under CI (env ``CI`` set), where it fails, so CI never passes with a ``.so`` missing.
+    """
+    if kind == "pure":
+        return importlib.import_module(f"pillion._pure.{name}")
+    try:
+        return importlib.import_module(f"pillion._ext.{name}")
+    except ImportError as exc:
+        import pytest
+
+        message = f"compiled extension pillion._ext.{name} is not built ({exc}); run `make compile`"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
 
 
 def free_port() -> int:
