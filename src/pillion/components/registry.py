@@ -8,15 +8,35 @@ state store never imports LMDB code, and one without MQTT never imports paho: on
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 from ..config.manifests import Component
 from ..errors import ConfigError
 
 # One line per built-in component type, as Dapr's cmd/daprd/components lists them.
-BUILTIN: dict[str, str] = {}
+BUILTIN: dict[str, str] = {
+    "state.in-memory": "pillion.components.state.memory:MemoryStateStore",
+    "state.lmdb": "pillion.components.state.lmdb:LmdbStateStore",
+}
 
 # What `pillion init` writes into the resources folder: file name -> Dapr YAML.
-DEFAULT_RESOURCES: dict[str, str] = {}
+DEFAULT_RESOURCES: dict[str, str] = {
+    "statestore.yaml": """\
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: statestore
+spec:
+  type: state.lmdb
+  version: v1
+  metadata:
+  # LMDB files under the data directory; fsync: an acknowledged write survives power loss.
+  - name: durability
+    value: fsync
+  - name: actorStateStore
+    value: "true"
+""",
+}
 
 
 def known_types() -> list[str]:
@@ -43,6 +63,16 @@ def check(component: Component) -> None:
         raise ConfigError(src.file, src.document, "spec.version", f"v1 (got {component.version!r})")
 
 
-def create(component: Component):
+@dataclass(frozen=True)
+class Context:
+    """What a component may know of the sidecar that runs it."""
+
+    app_id: str
+    data_dir: str
+    namespace: str | None = None
+
+
+def create(component: Component, context: Context):
+    """Instantiate a checked component; its constructor raises ConfigError for bad metadata."""
     module, _, cls = BUILTIN[component.type].partition(":")
-    return getattr(importlib.import_module(module), cls)(component)
+    return getattr(importlib.import_module(module), cls)(component, context)

@@ -1,0 +1,104 @@
+"""The state store interface: what the state API needs from any store.
+
+Keys arrive fully qualified (the API applies Dapr's ``keyPrefix``). Values are the
+bytes to keep, byte for byte (JSON text stays JSON text). Every method may be called
+from the event loop and must not block it: stores that touch disk do so elsewhere.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass, field
+
+from ...errors import PillionError
+
+
+class Feature(str, enum.Enum):
+    """Dapr's capability names, as the metadata API reports them."""
+
+    ETAG = "ETAG"
+    TRANSACTIONAL = "TRANSACTIONAL"
+    TTL = "TTL"
+    QUERY_API = "QUERY_API"
+    ACTOR = "ACTOR"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ETagError(PillionError):
+    """A write's ETag did not hold: ``kind`` is ``"mismatch"`` (409) or ``"invalid"`` (400)."""
+
+    def __init__(self, kind: str, key: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+        self.key = key
+
+
+class StoreError(PillionError):
+    """Any other failure inside a store (disk full, map full, closed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetRequest:
+    key: str
+    value: bytes
+    etag: str | None = None
+    first_write: bool = False  # options.concurrency == "first-write"
+    ttl_seconds: int | None = None  # None: no TTL; -1: never expire
+    content_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRequest:
+    key: str
+    etag: str | None = None
+    first_write: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A stored value as read back."""
+
+    value: bytes
+    etag: str | None = None
+    expire_time: float | None = None  # epoch seconds, for metadata.ttlExpireTime
+    content_type: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class StateStore(abc.ABC):
+    """One configured state store component.
+
+    Writes are atomic per call: ``set``/``delete``/``transact`` apply all of their
+    requests or none of them (an ETag failure in one aborts the call). A call returns
+    only once its writes are as durable as the store's configuration promises.
+    """
+
+    @abc.abstractmethod
+    def features(self) -> frozenset[Feature]:
+        """What this store supports; the API refuses what is not here."""
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> Item | None:
+        """The live item, or None when missing or expired."""
+
+    async def bulk_get(self, keys: list[str]) -> list[Item | None]:
+        """Items in the order asked for."""
+        return [await self.get(key) for key in keys]
+
+    @abc.abstractmethod
+    async def set(self, requests: list[SetRequest]) -> None:
+        """Upsert all, atomically; raises ETagError (and writes nothing) on a failed ETag."""
+
+    @abc.abstractmethod
+    async def delete(self, requests: list[DeleteRequest]) -> None:
+        """Delete all, atomically; deleting a missing key without an ETag succeeds."""
+
+    @abc.abstractmethod
+    async def transact(self, operations: list[SetRequest | DeleteRequest]) -> None:
+        """Apply upserts and deletes in order, atomically."""
+
+    async def close(self) -> None:
+        """Release files and threads; further calls raise StoreError."""
