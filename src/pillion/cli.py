@@ -280,8 +280,15 @@ async def _run_with_app(sidecar, command: list[str]) -> int:
     prefixed output, forwarded signals, its exit code."""
     import asyncio
 
+    from .errors import ConfigError
+
     try:
         await sidecar.start()
+    except ConfigError as exc:
+        # Component metadata is checked when the component is created.
+        print(f"pillion: configuration error: {exc}", file=sys.stderr)
+        await sidecar.stop()
+        return 2
     except OSError as exc:
         log.error("cannot start: %s", exc)
         await sidecar.stop()

@@ -22,6 +22,6 @@ class Endpoint:
 
 
 def all_endpoints() -> tuple[Endpoint, ...]:
-    from . import health, invoke, metadata, shutdown
+    from . import health, invoke, metadata, shutdown, state
 
-    return health.ENDPOINTS + metadata.ENDPOINTS + shutdown.ENDPOINTS + invoke.ENDPOINTS
+    return health.ENDPOINTS + metadata.ENDPOINTS + shutdown.ENDPOINTS + state.ENDPOINTS + invoke.ENDPOINTS

@@ -19,6 +19,7 @@ from .._version import __version__
 from ..api import all_endpoints
 from ..api.dispatch import Dispatcher
 from ..api.invoke import invoke_by_header
+from ..api.state import StateStoreBinding, key_prefix
 from ..components import registry as component_registry
 from ..config.manifests import Configuration, Resources
 from ..server.client import HttpClientPool
@@ -67,6 +68,7 @@ class Sidecar:
         self.app_id = options.app_id
         self.extended: dict[str, str] = {}
         self.components: dict[str, object] = {}
+        self.state_stores: dict[str, StateStoreBinding] = {}
         self.outbound_ready = False
         self.ready = False  # what /v1.0/healthz reports; not_ready() says why not
         self.started = time.time()
@@ -102,8 +104,13 @@ class Sidecar:
         if self.resources is None:
             self.load()
         opts = self.options
+        context = component_registry.Context(opts.app_id, os.path.expanduser(opts.data_dir), opts.namespace)
         for component in self.resources.components:
-            self.components[component.name] = component_registry.create(component)
+            instance = self.components[component.name] = component_registry.create(component, context)
+            if component.type.startswith("state."):
+                prefix = key_prefix({k.lower(): v for k, v in component.metadata_dict().items()}.get("keyprefix"), app_id=opts.app_id,
+                                    store=component.name, namespace=opts.namespace)
+                self.state_stores[component.name] = StateStoreBinding(component.name, instance, prefix)
 
         self.pool = HttpClientPool(read_timeout=300.0)
         if opts.app_port:

@@ -1,0 +1,267 @@
+"""State API: ``/v1.0/state/{store}`` save, get, delete, bulk get, transactions.
+
+Parses Dapr's bodies (field names matched case-insensitively, as Go's encoding/json
+does), applies the store's ``keyPrefix``, calls the store through the StateStore
+interface and shapes Dapr's answers. Stores never see unprefixed keys.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from ..components.state import DeleteRequest, ETagError, Feature, SetRequest, StoreError
+from ..errors import DaprError
+from ..server.http import NO_CONTENT, Response
+from . import Endpoint
+
+_JSON = b"application/json"
+
+
+class StateStoreBinding:
+    """A configured store as the API sees it: the store and its key prefix."""
+
+    __slots__ = ("name", "store", "prefix")
+
+    def __init__(self, name: str, store, prefix: str):
+        self.name = name
+        self.store = store
+        self.prefix = prefix
+
+    def key(self, key) -> str:
+        if not isinstance(key, str) or not key:
+            raise DaprError("ERR_MALFORMED_REQUEST", '"key" is a required field')
+        if "||" in key:
+            raise DaprError("ERR_MALFORMED_REQUEST", f"input key/keyPrefix '{key}' can't contain '||'")
+        return self.prefix + key
+
+
+def key_prefix(strategy: str | None, *, app_id: str, store: str, namespace: str | None) -> str:
+    """Dapr's keyPrefix: appid (default), name, namespace, none, or a literal."""
+    choice = (strategy or "appid").strip()
+    lowered = choice.lower()
+    if lowered == "appid":
+        return f"{app_id}||" if app_id else ""
+    if lowered == "name":
+        return f"{store}||"
+    if lowered == "namespace":
+        if namespace:
+            return f"{namespace}.{app_id}||"
+        return f"{app_id}||" if app_id else ""
+    if lowered == "none":
+        return ""
+    return f"{choice}||"
+
+
+def _binding(sidecar, request) -> StateStoreBinding:
+    stores = sidecar.state_stores
+    if not stores:
+        raise DaprError("ERR_STATE_STORE_NOT_CONFIGURED", "state store is not configured")
+    name = request.params["storeName"]
+    binding = stores.get(name)
+    if binding is None:
+        raise DaprError("ERR_STATE_STORE_NOT_FOUND", f"state store {name} is not found")
+    return binding
+
+
+def _fields(value, what: str) -> dict:
+    """A JSON object with lower-cased field names (Go decodes JSON case-insensitively)."""
+    if not isinstance(value, dict):
+        raise DaprError("ERR_MALFORMED_REQUEST", f"{what} must be a JSON object")
+    return {k.lower(): v for k, v in value.items()}
+
+
+def _metadata(value, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise DaprError("ERR_MALFORMED_REQUEST", f"{what} must be an object of strings")
+    return value
+
+
+def _ttl(metadata: dict[str, str]) -> int | None:
+    text = metadata.get("ttlInSeconds")
+    if text is None or text == "":
+        return None
+    try:
+        ttl = int(text)
+    except ValueError:
+        ttl = -2
+    if ttl < -1 or ttl == 0:
+        raise DaprError("ERR_MALFORMED_REQUEST", f"ttlInSeconds must be a positive integer or -1, got {text!r}")
+    return ttl
+
+
+def _etag(value) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise DaprError("ERR_MALFORMED_REQUEST", "etag must be a string")
+    return value
+
+
+def _first_write(options) -> bool:
+    if options is None:
+        return False
+    options = _fields(options, "options")
+    concurrency = options.get("concurrency") or "last-write"
+    consistency = options.get("consistency") or "eventual"
+    if concurrency not in ("first-write", "last-write"):
+        raise DaprError("ERR_MALFORMED_REQUEST", f"invalid concurrency {concurrency!r}: first-write or last-write")
+    if consistency not in ("strong", "eventual"):
+        raise DaprError("ERR_MALFORMED_REQUEST", f"invalid consistency {consistency!r}: strong or eventual")
+    return concurrency == "first-write"
+
+
+def _set_request(binding: StateStoreBinding, item, query_metadata: dict[str, str]) -> SetRequest:
+    fields = _fields(item, "each state item")
+    metadata = {**_metadata(fields.get("metadata"), "metadata"), **query_metadata}
+    return SetRequest(
+        key=binding.key(fields.get("key")),
+        value=orjson.dumps(fields.get("value")),
+        etag=_etag(fields.get("etag")),
+        first_write=_first_write(fields.get("options")),
+        ttl_seconds=_ttl(metadata),
+        content_type=fields.get("contenttype") or metadata.get("contentType"),
+    )
+
+
+def _delete_request(binding: StateStoreBinding, item) -> DeleteRequest:
+    fields = _fields(item, "each delete request")
+    return DeleteRequest(
+        key=binding.key(fields.get("key")),
+        etag=_etag(fields.get("etag")),
+        first_write=_first_write(fields.get("options")),
+    )
+
+
+def _write_error(code: str, exc: Exception, message: str) -> DaprError:
+    if isinstance(exc, ETagError):
+        status = 409 if exc.kind == "mismatch" else 400
+        return DaprError(code, f"{message}: {exc}", status)
+    return DaprError(code, f"{message}: {exc}")
+
+
+async def save_state(sidecar, request):
+    binding = _binding(sidecar, request)
+    items = request.json()
+    if not isinstance(items, list):
+        raise DaprError("ERR_MALFORMED_REQUEST", "the body must be a JSON array of state items")
+    query = request.metadata()
+    requests = [_set_request(binding, item, query) for item in items]
+    if not requests:
+        return NO_CONTENT
+    try:
+        await binding.store.set(requests)
+    except (ETagError, StoreError) as exc:
+        raise _write_error("ERR_STATE_SAVE", exc, f"failed saving state in state store {binding.name}") from None
+    return NO_CONTENT
+
+
+def _expire_header(expire_time: float | None) -> list[tuple[bytes, bytes]]:
+    if not expire_time:
+        return []
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expire_time)).encode()
+    return [(b"metadata.ttlExpireTime", stamp)]
+
+
+async def get_state(sidecar, request):
+    binding = _binding(sidecar, request)
+    key = binding.key(request.params["key"])
+    try:
+        item = await binding.store.get(key)
+    except StoreError as exc:
+        raise DaprError("ERR_STATE_GET", f"fail to get {request.params['key']} from state store {binding.name}: {exc}")
+    if item is None:
+        return NO_CONTENT
+    headers = [(b"Content-Type", item.content_type.encode() if item.content_type else _JSON)]
+    if item.etag is not None:
+        headers.append((b"ETag", item.etag.encode()))
+    headers += _expire_header(item.expire_time)
+    return Response(200, item.value, headers)
+
+
+async def delete_state(sidecar, request):
+    binding = _binding(sidecar, request)
+    key = binding.key(request.params["key"])
+    if_match = request.header(b"if-match")
+    concurrency = None
+    for name, value in request.query_params():
+        if name == "concurrency":
+            concurrency = value
+    first_write = _first_write({"concurrency": concurrency} if concurrency else None)
+    etag = if_match.decode("latin-1") if if_match else None
+    try:
+        await binding.store.delete([DeleteRequest(key, etag, first_write)])
+    except (ETagError, StoreError) as exc:
+        raise _write_error("ERR_STATE_DELETE", exc, f"failed deleting state with key {request.params['key']}") from None
+    return NO_CONTENT
+
+
+async def bulk_get_state(sidecar, request):
+    binding = _binding(sidecar, request)
+    body = _fields(request.json(), "the body")
+    keys = body.get("keys")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise DaprError("ERR_MALFORMED_REQUEST", '"keys" must be an array of strings')
+    full = [binding.key(k) for k in keys]
+    try:
+        items = await binding.store.bulk_get(full)
+    except StoreError as exc:
+        raise DaprError("ERR_STATE_BULK_GET", f"failed getting state in bulk from {binding.name}: {exc}")
+    # The stored bytes are JSON text already: splice them in rather than parse them again.
+    parts = []
+    for key, item in zip(keys, items):
+        entry = b'{"key":' + orjson.dumps(key)
+        if item is not None:
+            entry += b',"data":' + (item.value or b'""')
+            if item.etag is not None:
+                entry += b',"etag":' + orjson.dumps(item.etag)
+        parts.append(entry + b"}")
+    return Response(200, b"[" + b",".join(parts) + b"]", [(b"Content-Type", _JSON)])
+
+
+async def transaction(sidecar, request):
+    binding = _binding(sidecar, request)
+    if Feature.TRANSACTIONAL not in binding.store.features():
+        raise DaprError("ERR_STATE_STORE_NOT_SUPPORTED", f"state store {binding.name} doesn't support transactions")
+    body = _fields(request.json(), "the body")
+    query = {**_metadata(body.get("metadata"), "metadata"), **request.metadata()}
+    operations = body.get("operations") or []
+    if not isinstance(operations, list):
+        raise DaprError("ERR_MALFORMED_REQUEST", '"operations" must be an array')
+    ops = []
+    for op in operations:
+        fields = _fields(op, "each operation")
+        kind = fields.get("operation")
+        if kind == "upsert":
+            ops.append(_set_request(binding, fields.get("request"), query))
+        elif kind == "delete":
+            ops.append(_delete_request(binding, fields.get("request")))
+        else:
+            raise DaprError("ERR_NOT_SUPPORTED_STATE_OPERATION", f"operation type {kind} not supported")
+    if not ops:
+        return NO_CONTENT
+    try:
+        await binding.store.transact(ops)
+    except (ETagError, StoreError) as exc:
+        raise DaprError("ERR_STATE_TRANSACTION", f"error while executing state transaction: {exc}") from None
+    return NO_CONTENT
+
+
+def query_state(sidecar, request):
+    binding = _binding(sidecar, request)
+    if Feature.QUERY_API not in binding.store.features():
+        raise DaprError("ERR_STATE_STORE_NOT_SUPPORTED", f"state store {binding.name} doesn't support the query API")
+    raise DaprError("ERR_STATE_QUERY", f"the query API of state store {binding.name} is not implemented yet")
+
+
+ENDPOINTS = (
+    Endpoint(("POST", "PUT"), "/v1.0/state/{storeName}", "SaveState", "state", save_state),
+    Endpoint(("GET",), "/v1.0/state/{storeName}/{key}", "GetState", "state", get_state),
+    Endpoint(("DELETE",), "/v1.0/state/{storeName}/{key}", "DeleteState", "state", delete_state),
+    Endpoint(("POST", "PUT"), "/v1.0/state/{storeName}/bulk", "GetBulkState", "state", bulk_get_state),
+    Endpoint(("POST", "PUT"), "/v1.0/state/{storeName}/transaction", "ExecuteStateTransaction", "state", transaction),
+    Endpoint(("POST", "PUT"), "/v1.0-alpha1/state/{storeName}/query", "QueryState", "state", query_state),
+)
