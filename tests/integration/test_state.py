@@ -227,3 +227,24 @@ def test_pillion_init_gives_a_working_statestore(tmp_path, sidecar):
     assert get(sc, "k", store="statestore")[2] == b'"v"'
     capabilities = json_request(sc.http_port, "GET", "/v1.0/metadata")[2]["components"][0]["capabilities"]
     assert "ACTOR" in capabilities
+
+
+def test_etag_race_has_exactly_one_winner_per_round(state):
+    save(state, [{"key": "race", "value": 0}])
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        for round_ in range(1, 4):
+            etag = get(state, "race")[1]["ETag"]
+            statuses = list(pool.map(
+                lambda i: save(state, [{"key": "race", "value": round_ * 1000 + i, "etag": etag}])[0], range(100)))
+            assert statuses.count(204) == 1 and statuses.count(409) == 99, statuses
+            assert json.loads(get(state, "race")[2]) // 1000 == round_
+
+
+def test_oversized_value_is_refused_and_changes_nothing(tmp_path, sidecar):
+    resources = _resources(tmp_path, ("store", "state.lmdb", {}))
+    sc = sidecar("small", "--resources-path", resources, "--max-body-size", "64Ki", wait="/v1.0/healthz")
+    big = json.dumps([{"key": "big", "value": "x" * 70_000}]).encode()
+    status, _, body = request(sc.http_port, "POST", "/v1.0/state/store", big)
+    assert status == 413 and json.loads(body)["errorCode"] == "ERR_BODY_READ"
+    assert get(sc, "big")[0] == 204
+    assert save(sc, [{"key": "big", "value": "x" * 60_000}])[0] == 204
