@@ -139,11 +139,11 @@ def test_bad_saves_change_nothing(state, body, code):
     assert request(state.http_port, "GET", "/v1.0/healthz")[0] == 204
 
 
-def test_unknown_store_and_query_without_support(state):
+def test_unknown_store(state):
     status, _, err = save(state, [{"key": "k", "value": 1}], store="nope")
     assert (status, err["errorCode"]) == (400, "ERR_STATE_STORE_NOT_FOUND")
-    status, _, err = json_request(state.http_port, "POST", "/v1.0-alpha1/state/store/query", b"{}")
-    assert (status, err["errorCode"]) == (500, "ERR_STATE_STORE_NOT_SUPPORTED")
+    status, _, err = json_request(state.http_port, "POST", "/v1.0-alpha1/state/nope/query", b"{}")
+    assert (status, err["errorCode"]) == (400, "ERR_STATE_STORE_NOT_FOUND")
 
 
 def test_no_store_configured(sidecar):
@@ -155,7 +155,7 @@ def test_no_store_configured(sidecar):
 def test_metadata_lists_the_store_and_its_capabilities(state, store_type):
     components = json_request(state.http_port, "GET", "/v1.0/metadata")[2]["components"]
     assert components[0]["name"] == "store" and components[0]["type"] == store_type
-    assert {"ETAG", "TRANSACTIONAL", "TTL"} <= set(components[0]["capabilities"])
+    assert {"ETAG", "TRANSACTIONAL", "TTL", "QUERY_API"} <= set(components[0]["capabilities"])
 
 
 def test_sidecars_sharing_a_data_dir_see_their_own_keys(tmp_path, sidecar):

@@ -12,6 +12,7 @@ import time
 import orjson
 
 from ..components.state import DeleteRequest, ETagError, Feature, SetRequest, StoreError
+from ..components.state.query import QueryError, parse_query
 from ..errors import DaprError
 from ..server.http import NO_CONTENT, Response
 from . import Endpoint
@@ -250,11 +251,37 @@ async def transaction(sidecar, request):
     return NO_CONTENT
 
 
-def query_state(sidecar, request):
+async def query_state(sidecar, request):
+    """Dapr's alpha query API over a store with QUERY_API; see ``components/state/query.py``."""
     binding = _binding(sidecar, request)
     if Feature.QUERY_API not in binding.store.features():
         raise DaprError("ERR_STATE_STORE_NOT_SUPPORTED", f"state store {binding.name} doesn't support the query API")
-    raise DaprError("ERR_STATE_QUERY", f"the query API of state store {binding.name} is not implemented yet")
+    body = request.json()
+    if not isinstance(body, dict):
+        raise DaprError("ERR_MALFORMED_REQUEST", "the body must be a JSON object")
+    try:
+        results, token = await binding.store.query(binding.prefix, parse_query(body))
+    except (QueryError, StoreError) as exc:
+        raise DaprError("ERR_STATE_QUERY", f"failed query in state store {binding.name}: {exc}") from None
+    if not results:
+        return NO_CONTENT
+    # Stored bytes are JSON text already: splice them in (as bulk get does); bytes that
+    # are not JSON (written by something else) go out as a JSON string instead.
+    parts = []
+    for key, value, etag in results:
+        try:
+            orjson.loads(value)
+            data = value
+        except orjson.JSONDecodeError:
+            data = orjson.dumps(value.decode("utf-8", "replace"))
+        entry = b'{"key":' + orjson.dumps(key) + b',"data":' + data
+        if etag is not None:
+            entry += b',"etag":' + orjson.dumps(etag)
+        parts.append(entry + b"}")
+    out = b'{"results":[' + b",".join(parts) + b"]"
+    if token is not None:
+        out += b',"token":' + orjson.dumps(token)
+    return Response(200, out + b"}", [(b"Content-Type", _JSON)])
 
 
 ENDPOINTS = (

@@ -209,7 +209,7 @@ def test_ttl_expiry_is_invisible_at_once(kind, ctx):
 
 def test_features(kind, ctx):
     async def plain(store):
-        assert store.features() == {Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL}
+        assert store.features() == {Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API}
 
     async def actor(store):
         assert Feature.ACTOR in store.features()

@@ -10,8 +10,12 @@ from __future__ import annotations
 import abc
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ...errors import PillionError
+
+if TYPE_CHECKING:
+    from .query import Query
 
 
 class Feature(str, enum.Enum):
@@ -99,6 +103,18 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def transact(self, operations: list[SetRequest | DeleteRequest]) -> None:
         """Apply upserts and deletes in order, atomically."""
+
+    async def query(self, prefix: str, query: "Query") -> tuple[list[tuple[str, bytes, str | None]], str | None]:
+        """Run a state query over the live keys under ``prefix``: ``(page, next_token)``.
+
+        Optional: only stores that list ``Feature.QUERY_API`` implement it. ``prefix``
+        is the binding's full key prefix (``"app||"``, or ``""``); keys whose rest
+        contains ``||`` (another scheme's keys, actor state) are not considered. Each
+        result is ``(key without the prefix, stored value bytes, etag or None)``; the
+        page and token follow ``query.run`` (see ``components/state/query.py``).
+        Raises QueryError for a query the store cannot run, StoreError on failure.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support the query API")
 
     async def close(self) -> None:
         """Release files and threads; further calls raise StoreError."""

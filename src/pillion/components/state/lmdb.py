@@ -20,6 +20,7 @@ Public behaviour, for the API layer:
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
@@ -32,6 +33,7 @@ from ...config.manifests import Component
 from ...errors import ConfigError
 from ..registry import Context
 from . import DeleteRequest, Feature, Item, SetRequest, StateStore, StoreError
+from . import query as _query
 from . import records
 from . import writer as _writer
 
@@ -132,7 +134,7 @@ class LmdbStateStore(StateStore):
             raise ConfigError(component.source.file, component.source.document, field,
                               f"the durability the other state.lmdb component at {opts.path} uses")
         self._closed = False
-        feats = {Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL}
+        feats = {Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API}
         if opts.actor_state_store:
             feats.add(Feature.ACTOR)
         self._features = frozenset(feats)
@@ -177,6 +179,50 @@ class LmdbStateStore(StateStore):
         if not records.is_live(expire, now):
             return None
         return Item(value, str(version), expire or None, content_type)
+
+    async def query(self, prefix: str, query: _query.Query) -> tuple[list[tuple[str, bytes, str | None]], str | None]:
+        """Scan the keys under ``prefix`` in one read snapshot (see ``StateStore.query``).
+
+        The scan and the engine run in a worker thread (``asyncio.to_thread``), so a
+        large range does not stall the event loop; the thread holds ``read_lock`` for
+        the life of its read transaction, as the writer's ``set_mapsize`` requires.
+        """
+        self._check_open()
+        env = self._env
+        while True:
+            try:
+                return await asyncio.to_thread(self._scan, prefix, query)
+            except lmdb.MapResizedError:
+                await env.adopt()
+            except lmdb.Error as exc:
+                raise StoreError(f"state query failed: {exc}") from exc
+
+    def _scan(self, prefix: str, query: _query.Query) -> tuple[list[tuple[str, bytes, str | None]], str | None]:
+        env = self._env
+        start = prefix.encode()
+        with env.read_lock:
+            now = time.time()
+            with env.env.begin(db=env.db) as txn:
+                return _query.run(query, self._live_under(txn.cursor(), start, now))
+
+    @staticmethod
+    def _live_under(cursor: lmdb.Cursor, start: bytes, now: float):
+        """``(key without prefix, value, etag)`` for live records whose key starts with ``start``."""
+        positioned = cursor.set_range(start) if start else cursor.first()
+        cut = len(start)
+        while positioned:
+            key = cursor.key()
+            if not key.startswith(start):
+                break
+            rest = key[cut:]
+            if b"||" not in rest:
+                try:
+                    version, expire, _, value = records.unpack(cursor.value())
+                except ValueError:
+                    value = None  # not a pillion record: invisible, as to get()
+                if value is not None and records.is_live(expire, now):
+                    yield rest.decode("utf-8", "replace"), value, str(version)
+            positioned = cursor.next()
 
     async def set(self, requests: list[SetRequest]) -> None:
         await self._write(requests)

@@ -16,6 +16,7 @@ from typing import NamedTuple
 from ...config.manifests import Component
 from ..registry import Context
 from . import DeleteRequest, Feature, Item, SetRequest, StateStore, StoreError
+from . import query as _query
 from .records import check_write, expire_at, is_live
 
 SWEEP_INTERVAL = 10.0
@@ -51,7 +52,7 @@ class MemoryStateStore(StateStore):
         self._version = 0
         self._next_sweep = clock() + SWEEP_INTERVAL
         self._closed = False
-        feats = {Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL}
+        feats = {Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API}
         if self.options.actor_state_store:
             feats.add(Feature.ACTOR)
         self._features = frozenset(feats)
@@ -81,6 +82,15 @@ class MemoryStateStore(StateStore):
 
     async def transact(self, operations: list[SetRequest | DeleteRequest]) -> None:
         self._apply(operations)
+
+    async def query(self, prefix: str, query: _query.Query) -> tuple[list[tuple[str, bytes, str | None]], str | None]:
+        """Scan the dict for live keys under ``prefix`` (see ``StateStore.query``)."""
+        self._check_open()
+        now = self._clock()
+        cut = len(prefix)
+        items = [(key[cut:], entry.value, str(entry.version)) for key, entry in self._data.items()
+                 if key.startswith(prefix) and "||" not in key[cut:] and is_live(entry.expire, now)]
+        return _query.run(query, items)
 
     def _apply(self, ops: list[SetRequest | DeleteRequest]) -> None:
         """Stage every op over the current data, then apply all or raise before any."""
