@@ -248,3 +248,16 @@ def test_oversized_value_is_refused_and_changes_nothing(tmp_path, sidecar):
     assert status == 413 and json.loads(body)["errorCode"] == "ERR_BODY_READ"
     assert get(sc, "big")[0] == 204
     assert save(sc, [{"key": "big", "value": "x" * 60_000}])[0] == 204
+
+
+def test_too_many_transaction_operations(tmp_path, sidecar):
+    resources = _resources(tmp_path, ("store", "state.lmdb", {}))
+    sc = sidecar("bulky", "--resources-path", resources, wait="/v1.0/healthz")
+    ops = [{"operation": "upsert", "request": {"key": f"k{i}", "value": i}} for i in range(10_001)]
+    status, _, err = json_request(sc.http_port, "POST", "/v1.0/state/store/transaction",
+                                  json.dumps({"operations": ops}).encode())
+    assert (status, err["errorCode"]) == (400, "ERR_STATE_STORE_TOO_MANY_TRANSACTIONS")
+    assert get(sc, "k0")[0] == 204
+    status = request(sc.http_port, "POST", "/v1.0/state/store/transaction",
+                     json.dumps({"operations": ops[:10_000]}).encode())[0]
+    assert status == 204 and get(sc, "k9999")[2] == b"9999"

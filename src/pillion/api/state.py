@@ -232,6 +232,13 @@ async def transaction(sidecar, request):
     operations = body.get("operations") or []
     if not isinstance(operations, list):
         raise DaprError("ERR_MALFORMED_REQUEST", '"operations" must be an array')
+    limit = binding.store.max_transaction_operations
+    if limit and len(operations) > limit:
+        raise DaprError(
+            "ERR_STATE_STORE_TOO_MANY_TRANSACTIONS",
+            f"the transaction contains {len(operations)} operations, "
+            f"which is more than what the state store {binding.name} supports: {limit}",
+        )
     ops = []
     for op in operations:
         fields = _fields(op, "each operation")

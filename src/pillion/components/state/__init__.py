@@ -80,6 +80,9 @@ class StateStore(abc.ABC):
     only once its writes are as durable as the store's configuration promises.
     """
 
+    #: Most operations one ``transact`` call may carry; 0: no limit (Dapr's MultiMaxSize).
+    max_transaction_operations: int = 0
+
     @abc.abstractmethod
     def features(self) -> frozenset[Feature]:
         """What this store supports; the API refuses what is not here."""

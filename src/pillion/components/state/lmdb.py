@@ -118,6 +118,9 @@ def _apply(ops: list[SetRequest | DeleteRequest], txn: lmdb.Transaction, batch: 
 class LmdbStateStore(StateStore):
     """A ``state.lmdb`` component; see the module docstring for its behaviour."""
 
+    # One transaction is one nested LMDB transaction in the writer's batch: bound it.
+    max_transaction_operations = 10_000
+
     def __init__(self, component: Component, context: Context):
         self.name = component.name
         self.options = opts = parse_metadata(component, context)
