@@ -11,7 +11,7 @@ import time
 
 import orjson
 
-from ..components.state import DeleteRequest, ETagError, Feature, SetRequest, StoreError
+from ..components.state import DeleteRequest, ETagError, Feature, SetRequest, StoreError, WouldBlock
 from ..components.state.query import QueryError, parse_query
 from ..errors import DaprError
 from ..server.http import NO_CONTENT, Response
@@ -167,13 +167,32 @@ def _expire_header(expire_time: float | None) -> list[tuple[bytes, bytes]]:
     return [(b"metadata.ttlExpireTime", stamp)]
 
 
-async def get_state(sidecar, request):
+def get_state(sidecar, request):
     binding = _binding(sidecar, request)
     key = binding.key(request.params["key"])
+    if binding.store.reads_without_waiting:
+        # The hot path: answered in this call, no coroutine, no task.
+        try:
+            return _get_response(binding.store.get_now(key))
+        except WouldBlock:
+            pass
+        except StoreError as exc:
+            raise _get_error(binding, request, exc) from None
+    return _get_later(binding, request, key)
+
+
+async def _get_later(binding: StateStoreBinding, request, key: str):
     try:
-        item = await binding.store.get(key)
+        return _get_response(await binding.store.get(key))
     except StoreError as exc:
-        raise DaprError("ERR_STATE_GET", f"fail to get {request.params['key']} from state store {binding.name}: {exc}")
+        raise _get_error(binding, request, exc) from None
+
+
+def _get_error(binding: StateStoreBinding, request, exc: StoreError) -> DaprError:
+    return DaprError("ERR_STATE_GET", f"fail to get {request.params['key']} from state store {binding.name}: {exc}")
+
+
+def _get_response(item) -> Response:
     if item is None:
         return NO_CONTENT
     headers = [(b"Content-Type", item.content_type.encode() if item.content_type else _JSON)]

@@ -44,6 +44,10 @@ class StoreError(PillionError):
     """Any other failure inside a store (disk full, map full, closed)."""
 
 
+class WouldBlock(PillionError):
+    """``get_now`` cannot answer without waiting; use ``await get`` instead."""
+
+
 @dataclass(frozen=True, slots=True)
 class SetRequest:
     key: str
@@ -82,6 +86,16 @@ class StateStore(abc.ABC):
 
     #: Most operations one ``transact`` call may carry; 0: no limit (Dapr's MultiMaxSize).
     max_transaction_operations: int = 0
+
+    #: True when ``get_now`` answers from memory or a memory map without blocking the loop.
+    reads_without_waiting: bool = False
+
+    def get_now(self, key: str) -> Item | None:
+        """``get`` without a coroutine, for stores whose reads never wait (the GET hot path).
+
+        Raises WouldBlock when this particular read would have to wait.
+        """
+        raise WouldBlock("this store has no synchronous reads")
 
     @abc.abstractmethod
     def features(self) -> frozenset[Feature]:

@@ -64,7 +64,12 @@ class MemoryStateStore(StateStore):
         entry = self._data.get(key)
         return entry if entry is not None and is_live(entry.expire, now) else None
 
+    reads_without_waiting = True
+
     async def get(self, key: str) -> Item | None:
+        return self.get_now(key)
+
+    def get_now(self, key: str) -> Item | None:
         self._check_open()
         entry = self._live(key, self._clock())
         if entry is None:

@@ -102,6 +102,11 @@ def _settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> N
         future.set_result(result)
 
 
+def _settle_all(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    for future, result, exc in outcomes:
+        _settle(future, result, exc)
+
+
 class SharedEnv:
     """An open environment, its databases and its writer thread; see the module docstring."""
 
@@ -221,8 +226,17 @@ class SharedEnv:
                 log.error("state write failed at %s: %s", self.path, exc)
                 outcomes = [(None, StoreError(f"state write failed: {exc}"))] * len(jobs)
             break
+        # One wake-up per event loop for the whole batch, not one per job: each
+        # call_soon_threadsafe writes to the loop's self-pipe.
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for job, (result, exc) in zip(jobs, outcomes):
-            self._resolve(job, result, exc)
+            if job.loop is not None and job.future is not None:
+                by_loop.setdefault(job.loop, []).append((job.future, result, exc))
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError:  # that loop is closed; nobody is waiting any more
+                pass
 
     def _attempt(self, jobs: list[_Job]) -> list[tuple[Any, BaseException | None]]:
         outcomes: list[tuple[Any, BaseException | None]] = []
