@@ -261,3 +261,13 @@ def test_too_many_transaction_operations(tmp_path, sidecar):
     status = request(sc.http_port, "POST", "/v1.0/state/store/transaction",
                      json.dumps({"operations": ops[:10_000]}).encode())[0]
     assert status == 204 and get(sc, "k9999")[2] == b"9999"
+
+
+def test_malformed_etag_is_400_and_changes_nothing(state):
+    save(state, [{"key": "m", "value": 1}])
+    for etag in ("not-a-version", "-1", "1.5"):
+        status, _, err = save(state, [{"key": "m", "value": 2, "etag": etag}])
+        assert (status, err["errorCode"]) == (400, "ERR_STATE_SAVE"), etag
+        status, _, body = request(state.http_port, "DELETE", "/v1.0/state/store/m", headers={"If-Match": etag})
+        assert (status, json.loads(body)["errorCode"]) == (400, "ERR_STATE_DELETE"), etag
+    assert get(state, "m")[2] == b"1"
