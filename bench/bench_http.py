@@ -386,10 +386,15 @@ def report(rows: dict, extra: dict) -> list[dict]:
     check("start -> first healthz 204 (ms, median)", ready, "{:.1f}", "< 300 ms", ready < 300)
     print(f"  ready runs (ms): {', '.join(f'{t:.1f}' for t in extra['ready_ms'])}; "
           f"python -c pass {imp['python_pass_ms']:.1f} ms, with import {imp['with_import_ms']:.1f} ms")
+    print_summary(checks)
+    return checks
+
+
+def print_summary(checks: list[dict]) -> None:
+    """The closing PASS/MISS line of a bench (bench_state.py uses it too)."""
     missed = [c["check"] for c in checks if c["pass"] is False]
     print()
     print(f"{len([c for c in checks if c['pass']])} PASS, {len(missed)} MISS" + (f": {'; '.join(missed)}" if missed else ""))
-    return checks
 
 
 # ----------------------------------------------------------------------------------------

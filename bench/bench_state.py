@@ -37,7 +37,6 @@ import os
 import shlex
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -465,9 +464,7 @@ def report(rows: dict, refs: dict, lat: dict, notes: list[str]) -> list[dict]:
     check("  (post sidecar cpu us/req)", post["cpu_us"], "{:.1f}", "(info)", None)
     for note in notes:
         print(f"  note: {note}")
-    missed = [c["check"] for c in checks if c["pass"] is False]
-    print()
-    print(f"{len([c for c in checks if c['pass']])} PASS, {len(missed)} MISS" + (f": {'; '.join(missed)}" if missed else ""))
+    b.print_summary(checks)
     return checks
 
 

@@ -10,27 +10,7 @@ import time
 import pytest
 
 from _http import json_request, request
-
-STORE = """\
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: {name}
-spec:
-  type: {type}
-  version: v1
-  metadata:{metadata}
-"""
-
-
-def _resources(tmp_path, *stores):
-    folder = tmp_path / "resources"
-    folder.mkdir(exist_ok=True)
-    for name, type_, metadata in stores:
-        lines = "".join(f"\n  - name: {k}\n    value: \"{v}\"" for k, v in metadata.items()) or " []"
-        (folder / f"{name}.yaml").write_text(STORE.format(name=name, type=type_, metadata=lines))
-    return str(folder)
-
+from _state import get, save, write_resources
 
 @pytest.fixture(params=["state.lmdb", "state.in-memory"])
 def store_type(request):
@@ -39,17 +19,8 @@ def store_type(request):
 
 @pytest.fixture
 def state(tmp_path, sidecar, store_type):
-    resources = _resources(tmp_path, ("store", store_type, {}))
+    resources = write_resources(tmp_path, ("store", store_type, {}))
     return sidecar("stateful", "--resources-path", resources, wait="/v1.0/healthz")
-
-
-def save(sc, items, store="store", query=""):
-    return json_request(sc.http_port, "POST", f"/v1.0/state/{store}{query}", json.dumps(items).encode(),
-                        {"Content-Type": "application/json"})
-
-
-def get(sc, key, store="store"):
-    return request(sc.http_port, "GET", f"/v1.0/state/{store}/{key}")
 
 
 def test_values_round_trip_byte_for_byte(state):
@@ -159,7 +130,7 @@ def test_metadata_lists_the_store_and_its_capabilities(state, store_type):
 
 
 def test_sidecars_sharing_a_data_dir_see_their_own_keys(tmp_path, sidecar):
-    resources = _resources(tmp_path, ("store", "state.lmdb", {}))
+    resources = write_resources(tmp_path, ("store", "state.lmdb", {}))
     one = sidecar("one", "--resources-path", resources, wait="/v1.0/healthz")
     two = sidecar("two", "--resources-path", resources, wait="/v1.0/healthz")
     assert save(one, [{"key": "k", "value": "from one"}])[0] == 204
@@ -172,7 +143,7 @@ def test_sidecars_sharing_a_data_dir_see_their_own_keys(tmp_path, sidecar):
 
 
 def test_acknowledged_writes_survive_kill_9(tmp_path, sidecar):
-    resources = _resources(tmp_path, ("store", "state.lmdb", {}))
+    resources = write_resources(tmp_path, ("store", "state.lmdb", {}))
     sc = sidecar("durable", "--resources-path", resources, wait="/v1.0/healthz")
     acknowledged = []
 
@@ -196,7 +167,7 @@ def test_acknowledged_writes_survive_kill_9(tmp_path, sidecar):
 
 
 def test_key_prefix_none_shares_keys_between_apps(tmp_path, sidecar):
-    resources = _resources(tmp_path, ("store", "state.lmdb", {"keyPrefix": "none"}))
+    resources = write_resources(tmp_path, ("store", "state.lmdb", {"keyPrefix": "none"}))
     one = sidecar("alpha", "--resources-path", resources, wait="/v1.0/healthz")
     two = sidecar("beta", "--resources-path", resources, wait="/v1.0/healthz")
     assert save(one, [{"key": "shared", "value": "hello"}])[0] == 204
@@ -207,7 +178,7 @@ def test_bad_store_metadata_stops_start_up(tmp_path):
     import subprocess
     import sys
 
-    resources = _resources(tmp_path, ("store", "state.lmdb", {"durability": "sometimes"}))
+    resources = write_resources(tmp_path, ("store", "state.lmdb", {"durability": "sometimes"}))
     out = subprocess.run([sys.executable, "-m", "pillion", "sidecar", "--app-id", "x", "--dapr-http-port", "0",
                           "--resources-path", resources, "--data-dir", str(tmp_path / "d")],
                          capture_output=True, text=True, timeout=30)
@@ -241,7 +212,7 @@ def test_etag_race_has_exactly_one_winner_per_round(state):
 
 
 def test_oversized_value_is_refused_and_changes_nothing(tmp_path, sidecar):
-    resources = _resources(tmp_path, ("store", "state.lmdb", {}))
+    resources = write_resources(tmp_path, ("store", "state.lmdb", {}))
     sc = sidecar("small", "--resources-path", resources, "--max-body-size", "64Ki", wait="/v1.0/healthz")
     big = json.dumps([{"key": "big", "value": "x" * 70_000}]).encode()
     status, _, body = request(sc.http_port, "POST", "/v1.0/state/store", big)
@@ -251,7 +222,7 @@ def test_oversized_value_is_refused_and_changes_nothing(tmp_path, sidecar):
 
 
 def test_too_many_transaction_operations(tmp_path, sidecar):
-    resources = _resources(tmp_path, ("store", "state.lmdb", {}))
+    resources = write_resources(tmp_path, ("store", "state.lmdb", {}))
     sc = sidecar("bulky", "--resources-path", resources, wait="/v1.0/healthz")
     ops = [{"operation": "upsert", "request": {"key": f"k{i}", "value": i}} for i in range(10_001)]
     status, _, err = json_request(sc.http_port, "POST", "/v1.0/state/store/transaction",

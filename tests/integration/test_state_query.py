@@ -8,17 +8,7 @@ import time
 import pytest
 
 from _http import json_request, request
-
-STORE = """\
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: {name}
-spec:
-  type: {type}
-  version: v1
-  metadata:{metadata}
-"""
+from _state import save, write_resources
 
 # The Dapr docs' example data set (state-management/howto-state-query-api.md).
 PEOPLE = {
@@ -32,15 +22,6 @@ PEOPLE = {
 }
 
 
-def _resources(tmp_path, *stores):
-    folder = tmp_path / "resources"
-    folder.mkdir(exist_ok=True)
-    for name, type_, metadata in stores:
-        lines = "".join(f"\n  - name: {k}\n    value: \"{v}\"" for k, v in metadata.items()) or " []"
-        (folder / f"{name}.yaml").write_text(STORE.format(name=name, type=type_, metadata=lines))
-    return str(folder)
-
-
 @pytest.fixture(params=["state.lmdb", "state.in-memory"])
 def store_type(request):
     return request.param
@@ -48,15 +29,10 @@ def store_type(request):
 
 @pytest.fixture
 def state(tmp_path, sidecar, store_type):
-    resources = _resources(tmp_path, ("store", store_type, {}))
+    resources = write_resources(tmp_path, ("store", store_type, {}))
     sc = sidecar("querier", "--resources-path", resources, wait="/v1.0/healthz")
     assert save(sc, [{"key": k, "value": v} for k, v in PEOPLE.items()])[0] == 204
     return sc
-
-
-def save(sc, items, store="store"):
-    return json_request(sc.http_port, "POST", f"/v1.0/state/{store}", json.dumps(items).encode(),
-                        {"Content-Type": "application/json"})
 
 
 def query(sc, body, method="POST", store="store"):
@@ -173,7 +149,7 @@ def test_expired_items_are_left_out(state):
 
 
 def test_apps_sharing_one_lmdb_data_dir_query_only_their_own_keys(tmp_path, sidecar):
-    resources = _resources(tmp_path, ("store", "state.lmdb", {}))
+    resources = write_resources(tmp_path, ("store", "state.lmdb", {}))
     one = sidecar("one", "--resources-path", resources, wait="/v1.0/healthz")
     two = sidecar("two", "--resources-path", resources, wait="/v1.0/healthz")
     onex = sidecar("onex", "--resources-path", resources, wait="/v1.0/healthz")
