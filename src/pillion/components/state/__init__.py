@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...errors import PillionError
@@ -65,15 +65,14 @@ class DeleteRequest:
     first_write: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Item:
-    """A stored value as read back."""
+    """A stored value as read back (not frozen: built on every GET, and frozen init is slow)."""
 
     value: bytes
     etag: str | None = None
     expire_time: float | None = None  # epoch seconds, for metadata.ttlExpireTime
     content_type: str | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
 
 
 class StateStore(abc.ABC):

@@ -47,8 +47,9 @@ def unpack_header(record: bytes) -> tuple[int, float]:
 
 def unpack(record: bytes) -> tuple[int, float, str | None, bytes]:
     """``(version, expire, content_type or None, value)``."""
-    version, expire = unpack_header(record)
-    ct_len = _HEADER.unpack_from(record)[3]
+    if len(record) < HEADER_SIZE or record[0] != RECORD_FORMAT:
+        raise ValueError("not a pillion state record (format 1)")
+    _, version, expire, ct_len = _HEADER.unpack_from(record)
     end = HEADER_SIZE + ct_len
     ct = record[HEADER_SIZE:end].decode() if ct_len else None
     return version, expire, ct, record[end:]
