@@ -104,13 +104,7 @@ class Sidecar:
         if self.resources is None:
             self.load()
         opts = self.options
-        context = component_registry.Context(opts.app_id, os.path.expanduser(opts.data_dir), opts.namespace)
-        for component in self.resources.components:
-            instance = self.components[component.name] = component_registry.create(component, context)
-            if component.type.startswith("state."):
-                prefix = key_prefix({k.lower(): v for k, v in component.metadata_dict().items()}.get("keyprefix"), app_id=opts.app_id,
-                                    store=component.name, namespace=opts.namespace)
-                self.state_stores[component.name] = StateStoreBinding(component.name, instance, prefix)
+        self._create_components()
 
         self.pool = HttpClientPool(read_timeout=300.0)
         if opts.app_port:
@@ -160,6 +154,18 @@ class Sidecar:
             "pillion %s sidecar %r: HTTP API on port %d, internal port %d, %d component(s)",
             __version__, self.app_id, self.http_port, self.internal_port, len(self.components),
         )
+
+    def _create_components(self) -> None:
+        opts = self.options
+        context = component_registry.Context(opts.app_id, os.path.expanduser(opts.data_dir), opts.namespace)
+        for component in self.resources.components:
+            instance = self.components[component.name] = component_registry.create(component, context)
+            if component.type.startswith("state."):
+                # Dapr reads keyPrefix for the store, case-insensitively; the store never sees it.
+                metadata = {k.lower(): v for k, v in component.metadata_dict().items()}
+                prefix = key_prefix(metadata.get("keyprefix"), app_id=opts.app_id, store=component.name,
+                                    namespace=opts.namespace)
+                self.state_stores[component.name] = StateStoreBinding(component.name, instance, prefix)
 
     def _update_ready(self) -> None:
         self.ready = not self.not_ready()
