@@ -59,3 +59,35 @@ def test_no_extensions_selects_every_pure_twin():
         "pillion._pure.router", "pillion._pure.httpproto", "pillion._pure.httpproto",
         "[('httpproto', 'pure'), ('router', 'pure')]\n",
     ]
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="PILLION_NO_EXTENSIONS is set")
+def test_mqtt_codec_and_topic_trie_are_compiled():
+    from pillion.broker import codec, topics
+
+    ext_codec = sys.modules["pillion._ext.mqttcodec"]
+    ext_trie = sys.modules["pillion._ext.topictrie"]
+    assert ext_codec.__file__.endswith(".so") and ext_trie.__file__.endswith(".so")
+    assert codec.decode is ext_codec.decode and codec.encode is ext_codec.encode
+    assert topics.TopicTrie is ext_trie.TopicTrie
+    assert topics.validate_filter is ext_trie.validate_filter
+    assert _impl.loaded()["mqttcodec"] == "compiled"
+    assert _impl.loaded()["topictrie"] == "compiled"
+
+
+def test_no_extensions_selects_pure_broker_twins():
+    env = dict(os.environ, PILLION_NO_EXTENSIONS="1")
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(pillion.__file__).parents[1]), env.get("PYTHONPATH")])
+    )
+    code = (
+        "from pillion import _impl\n"
+        "from pillion.broker import codec, topics\n"
+        "print(codec.decode.__module__, topics.TopicTrie.__module__, sorted(_impl.loaded().items()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split(None, 2) == [
+        "pillion._pure.mqttcodec", "pillion._pure.topictrie", "[('mqttcodec', 'pure'), ('topictrie', 'pure')]\n",
+    ]

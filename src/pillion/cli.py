@@ -136,12 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--app-id", required=True)
     stop.add_argument("--data-dir", default=None)
     stop.add_argument("--timeout", type=float, default=10.0)
+
+    broker = sub.add_parser("broker", help="run the embedded MQTT broker alone")
+    broker.add_argument("--host", default="127.0.0.1", help="listener address (default 127.0.0.1)")
+    broker.add_argument("--port", type=int, default=1883)
+    broker.add_argument("--max-packet-size", type=quantity, default=None, help="largest packet accepted, e.g. 1Mi (default)")
+    broker.add_argument("--max-queued", type=int, default=None, help="queued messages per client (default 1000)")
+    broker.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "warning", "error", "fatal"])
+    broker.add_argument("--log-as-json", action="store_true")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_normalize_argv(sys.argv[1:] if argv is None else argv))
-    return {"run": cmd_run, "sidecar": cmd_sidecar, "init": cmd_init, "list": cmd_list, "stop": cmd_stop}[args.command](args)
+    return {"run": cmd_run, "sidecar": cmd_sidecar, "init": cmd_init, "list": cmd_list, "stop": cmd_stop,
+            "broker": cmd_broker}[args.command](args)
 
 
 # -- logging -------------------------------------------------------------------------
@@ -367,6 +376,28 @@ metadata:
 spec:
   features: []
 """
+
+
+def cmd_broker(args) -> int:
+    """The MQTT broker alone, until SIGTERM/SIGINT."""
+    import asyncio
+
+    from .broker.server import run
+
+    args.app_id = ""
+    _setup_logging(args)
+    options = {}
+    if args.max_packet_size is not None:
+        options["max_packet_size"] = args.max_packet_size
+    if args.max_queued is not None:
+        options["max_queued"] = args.max_queued
+    try:
+        with asyncio.Runner(loop_factory=_event_loop) as runner:
+            runner.run(run(args.host, args.port, **options))
+    except (OSError, ValueError) as exc:
+        print(f"pillion broker: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_init(args) -> int:

@@ -1,0 +1,502 @@
+"""The broker's view of one client connection, and the client state that outlives it.
+
+``Session`` owns packet ordering, the CONNECT handshake, QoS 1/2 handshakes in both
+directions, packet ids, the outbound in-flight window and keep-alive. It takes bytes
+and the current time and returns bytes and a close reason. No sockets, no asyncio, no
+LMDB: the adapter (``protocol.py``) moves the bytes and runs the one timer.
+
+``ClientState`` is what a client id keeps between connections: subscriptions, the
+queue of messages waiting for the window, the in-flight outbound messages, and the
+packet ids of inbound QoS 2 messages received but not yet released. A persistent
+session (3.1.1 clean session 0, or 5.0 session expiry > 0) keeps it while the client
+is away; it lives in memory only for now.
+
+Outbound queue policy (``max_queued`` per client, 1000 by default): messages wait in
+the queue while the in-flight window is full, while the transport has paused writing
+(slow consumer) or while a persistent client is offline. QoS 0 messages are not
+queued for an offline client. When the queue is full the oldest queued QoS 0 message
+is dropped to make room; when it holds no QoS 0 message, the new message is refused
+(dropped, counted in ``ClientState.dropped``). The queue therefore never grows past
+``max_queued`` and a slow consumer never makes the broker buffer without bound.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections import deque
+from typing import TYPE_CHECKING, Callable
+
+from . import codec
+from .packets import (
+    PKT_AUTH,
+    PKT_CONNECT,
+    PKT_DISCONNECT,
+    PKT_PINGREQ,
+    PKT_PUBACK,
+    PKT_PUBCOMP,
+    PKT_PUBLISH,
+    PKT_PUBREC,
+    PKT_PUBREL,
+    PKT_SUBSCRIBE,
+    PKT_UNSUBSCRIBE,
+    PACKET_TYPES,
+    RC_PROTOCOL_ERROR,
+    RC_UNSUPPORTED_PROTOCOL_VERSION,
+    Connack,
+    Connect,
+    Disconnect,
+    MQTTDecodeError,
+    Pingresp,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Unsuback,
+)
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+# 3.1.1 CONNACK return codes (§3.2.2.3).
+CONNACK_ACCEPTED = 0
+CONNACK_BAD_PROTOCOL = 1
+CONNACK_IDENTIFIER_REJECTED = 2
+
+# 5.0 reason codes used by the session (§2.4).
+RC_SUCCESS = 0x00
+RC_DISCONNECT_WITH_WILL = 0x04
+RC_NO_SUBSCRIPTION_EXISTED = 0x11
+RC_UNSPECIFIED = 0x80
+RC_CLIENT_ID_NOT_VALID = 0x85
+RC_KEEP_ALIVE_TIMEOUT = 0x8D
+RC_SESSION_TAKEN_OVER = 0x8E
+RC_TOPIC_FILTER_INVALID = 0x8F
+RC_PACKET_ID_NOT_FOUND = 0x92
+RC_RECEIVE_MAXIMUM_EXCEEDED = 0x93
+RC_TOPIC_ALIAS_INVALID = 0x94
+RC_QUOTA_EXCEEDED = 0x97
+SUBACK_FAILURE_311 = 0x80
+
+DEFAULT_INFLIGHT = 20  # outbound window for 3.1.1 clients (5.0 clients say theirs)
+DEFAULT_MAX_QUEUED = 1000
+DEFAULT_RECEIVE_MAXIMUM = 100  # inbound QoS 2 messages a client may have unreleased
+
+
+def _expiry(interval: int) -> float | None:
+    """5.0 session expiry interval in seconds; 0xFFFFFFFF means never (§3.1.2.11.2)."""
+    return None if interval == 0xFFFFFFFF else float(interval)
+
+
+class State(enum.Enum):
+    AWAIT_CONNECT = "await-connect"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+# Packets a client may send, per session state. Anything else is a protocol error.
+ALLOWED: dict[State, frozenset[int]] = {
+    State.AWAIT_CONNECT: frozenset({PKT_CONNECT}),
+    State.CONNECTED: frozenset({PKT_PUBLISH, PKT_PUBACK, PKT_PUBREC, PKT_PUBREL, PKT_PUBCOMP,
+                                PKT_SUBSCRIBE, PKT_UNSUBSCRIBE, PKT_PINGREQ, PKT_DISCONNECT}),
+    State.CLOSED: frozenset(),
+}  # fmt: skip
+
+
+class ProtocolError(Exception):
+    """The client broke the protocol; ``reason_code`` goes in the 5.0 DISCONNECT."""
+
+    def __init__(self, message: str, reason_code: int = RC_PROTOCOL_ERROR) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+
+
+class ClientState:
+    """What a client id keeps across connections (see the module docstring)."""
+
+    __slots__ = ("client_id", "expiry", "subscriptions", "queue", "inflight", "inbound_qos2",
+                 "session", "dropped", "_ids")  # fmt: skip
+
+    def __init__(self, client_id: str) -> None:
+        self.client_id = client_id
+        # Seconds the state outlives a connection: 0 (clean), None (never expires).
+        self.expiry: float | None = 0.0
+        self.subscriptions: dict[str, object] = {}  # full filter -> SubscriptionOptions
+        self.queue: deque[Publish] = deque()  # waiting for the window; no packet id yet
+        self.inflight: dict[int, Publish | Pubrel] = {}  # sent, not yet acknowledged
+        self.inbound_qos2: set[int] = set()  # PUBREC sent, PUBREL not yet received
+        self.session: Session | None = None
+        self.dropped = 0
+        self._ids = itertools.cycle(range(1, 65536))
+
+    @property
+    def persistent(self) -> bool:
+        return self.expiry != 0
+
+    def next_packet_id(self) -> int:
+        for _ in range(65535):
+            packet_id = next(self._ids)
+            if packet_id not in self.inflight:
+                return packet_id
+        raise RuntimeError("no free packet id")  # unreachable: the window is far smaller
+
+    def enqueue(self, message: Publish, max_queued: int) -> bool:
+        """Queue ``message`` under the drop policy; False when it was refused."""
+        if len(self.queue) >= max_queued:
+            for index, queued in enumerate(self.queue):
+                if queued.qos == 0:
+                    del self.queue[index]
+                    self.dropped += 1
+                    break
+            else:
+                self.dropped += 1
+                return False
+        self.queue.append(message)
+        return True
+
+
+class Session:
+    """One client connection. Feed it bytes; send what it returns; close when told.
+
+    ``feed``/``on_timer`` return ``(data, close_reason)``: the bytes to write and, when
+    the connection must end, a reason (after writing ``data``). Output caused by other
+    connections (a routed publish, a takeover) accumulates; ``notify`` (set by the
+    adapter) is called when some appears outside ``feed``, and ``data_to_send()`` /
+    ``close_reason`` collect it.
+    """
+
+    __slots__ = ("broker", "created", "now", "max_packet_size", "state", "level", "client", "client_id", "will",
+                 "keepalive", "last_received", "window", "peer_max_packet", "writable", "close_reason", "notify",
+                 "_in", "_out", "_in_call")  # fmt: skip
+
+    def __init__(self, broker: Broker, *, now: float = 0.0, max_packet_size: int | None = None) -> None:
+        self.broker = broker
+        self.created = self.now = now
+        self.max_packet_size = max_packet_size or broker.max_packet_size
+        self.state = State.AWAIT_CONNECT
+        self.level = 0  # protocol level from CONNECT (0 until then)
+        self.client: ClientState | None = None
+        self.client_id: str | None = None
+        self.will = None
+        self.keepalive = 0.0
+        self.last_received = 0.0
+        self.window = DEFAULT_INFLIGHT
+        self.peer_max_packet = None
+        self.writable = True
+        self.close_reason: str | None = None
+        self.notify: Callable[[], None] | None = None
+        self._in = b""
+        self._out = bytearray()
+        self._in_call = False
+
+    # -- public interface -------------------------------------------------------------
+
+    def feed(self, data: bytes, now: float) -> tuple[bytes, str | None]:
+        self._in_call = True
+        try:
+            if self.state is State.CLOSED:
+                return self._take()
+            self.last_received = self.now = now
+            buf = self._in + data if self._in else bytes(data)
+            view = memoryview(buf)
+            pos = 0
+            try:
+                while pos < len(buf) and self.state is not State.CLOSED:
+                    packet, used = codec.decode(view[pos:], self.level, self.max_packet_size)
+                    if packet is None:
+                        break
+                    pos += used
+                    self._handle(packet, now)
+            except MQTTDecodeError as exc:
+                self._protocol_close(str(exc), exc.reason_code)
+            except ProtocolError as exc:
+                self._protocol_close(str(exc), exc.reason_code)
+            finally:
+                view.release()
+            self._in = buf[pos:] if self.state is not State.CLOSED else b""
+            return self._take()
+        finally:
+            self._in_call = False
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When ``on_timer`` must run next: CONNECT timeout, then 1.5x keep-alive."""
+        if self.state is State.AWAIT_CONNECT:
+            return self.created + self.broker.connect_timeout
+        if self.state is State.CLOSED or not self.keepalive:
+            return None
+        return self.last_received + self.keepalive * 1.5
+
+    def on_timer(self, now: float) -> tuple[bytes, str | None]:
+        self.now = now
+        deadline = self.next_deadline()
+        if deadline is not None and now >= deadline:
+            self._in_call = True
+            try:
+                if self.state is State.AWAIT_CONNECT:
+                    self._close("no CONNECT in time", None)
+                else:
+                    self._close("keep-alive timeout [MQTT-3.1.2-24]", RC_KEEP_ALIVE_TIMEOUT)
+            finally:
+                self._in_call = False
+        return self._take()
+
+    def connection_lost(self, now: float) -> None:
+        """The transport is gone: an abrupt loss publishes the will."""
+        self.now = now
+        if self.state is not State.CLOSED:
+            self._in_call = True
+            try:
+                self._close("connection lost", None)
+            finally:
+                self._in_call = False
+        self._out.clear()
+
+    def pause_writing(self) -> None:
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        self.pump()
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _take(self) -> tuple[bytes, str | None]:
+        return self.data_to_send(), self.close_reason
+
+    def _send(self, packet) -> None:
+        was_empty = not self._out
+        self._out += codec.encode(packet, self.level or 4)
+        if was_empty and not self._in_call and self.notify is not None:
+            self.notify()
+
+    def _protocol_close(self, message: str, reason_code: int) -> None:
+        if self.state is State.AWAIT_CONNECT and reason_code == RC_UNSUPPORTED_PROTOCOL_VERSION:
+            # The peer's level is unknown; answer in 3.1.1 form (return code 1, §3.1.2.2).
+            self._out += codec.encode(Connack(False, CONNACK_BAD_PROTOCOL), 4)
+            reason_code = None
+        self._close(message, reason_code)
+
+    def _close(self, reason: str, reason_code: int | None, *, publish_will: bool = True) -> None:
+        """End the connection: a 5.0 DISCONNECT first when ``reason_code`` is given."""
+        if self.state is State.CLOSED:
+            return
+        if reason_code is not None and self.level == 5 and self.state is State.CONNECTED:
+            self._send(Disconnect(reason_code))
+        was_connected = self.state is State.CONNECTED
+        self.state = State.CLOSED
+        self.close_reason = reason
+        if was_connected:
+            will = self.will if publish_will else None
+            self.will = None
+            self.broker.detach(self, will, self.now)
+        if not self._in_call and self.notify is not None:
+            self.notify()
+
+    # -- inbound --------------------------------------------------------------------------
+
+    def _handle(self, packet, now: float) -> None:
+        kind = PACKET_TYPES[type(packet)]
+        if kind not in ALLOWED[self.state]:
+            if kind == PKT_CONNECT:
+                raise ProtocolError("second CONNECT [MQTT-3.1.0-2]")
+            if self.state is State.AWAIT_CONNECT:
+                raise ProtocolError(f"{type(packet).__name__.upper()} before CONNECT [MQTT-3.1.0-1]")
+            raise ProtocolError(f"{type(packet).__name__.upper()} may not be sent by a client")
+        if kind == PKT_PUBLISH:
+            self._on_publish(packet)
+        elif kind == PKT_PUBACK:
+            self._on_puback(packet)
+        elif kind == PKT_PUBREC:
+            self._on_pubrec(packet)
+        elif kind == PKT_PUBREL:
+            self._on_pubrel(packet)
+        elif kind == PKT_PUBCOMP:
+            self._on_pubcomp(packet)
+        elif kind == PKT_SUBSCRIBE:
+            self._on_subscribe(packet)
+        elif kind == PKT_UNSUBSCRIBE:
+            self._on_unsubscribe(packet)
+        elif kind == PKT_PINGREQ:
+            self._send(Pingresp())
+        elif kind == PKT_DISCONNECT:
+            self._on_disconnect(packet)
+        elif kind == PKT_CONNECT:
+            self._on_connect(packet, now)
+        elif kind == PKT_AUTH:  # pragma: no cover - not in ALLOWED
+            raise ProtocolError("AUTH is not supported")
+
+    def _on_connect(self, packet: Connect, now: float) -> None:
+        self.level = packet.protocol_level
+        v5 = self.level == 5
+        client_id = packet.client_id
+        assigned = None
+        if not client_id:
+            if not v5 and not packet.clean_start:
+                # [MQTT-3.1.3-8]: an empty id needs clean session 1 in 3.1.1.
+                self._send(Connack(False, CONNACK_IDENTIFIER_REJECTED))
+                self._close("empty client id with clean session 0", None)
+                return
+            client_id = assigned = self.broker.assign_client_id()
+        props = packet.properties
+        if v5:
+            expiry = _expiry(props.get("session_expiry_interval", 0))
+            self.window = props.get("receive_maximum", 65535)
+            self.peer_max_packet = props.get("maximum_packet_size")
+        else:
+            expiry = 0.0 if packet.clean_start else None
+        self.client_id = client_id
+        self.will = packet.will
+        self.keepalive = float(packet.keepalive)
+        self.last_received = now
+        self.state = State.CONNECTED
+        self.client, session_present = self.broker.attach(self, client_id, packet.clean_start, expiry, now)
+        ack_props = {}
+        if v5:
+            ack_props = {"receive_maximum": self.broker.receive_maximum,
+                         "maximum_packet_size": self.max_packet_size,
+                         "subscription_identifier_available": 0}  # fmt: skip
+            if assigned is not None:
+                ack_props["assigned_client_identifier"] = assigned
+        self._send(Connack(session_present, 0, ack_props))
+        self.resend()
+
+    def _on_publish(self, packet: Publish) -> None:
+        if "topic_alias" in packet.properties:
+            raise ProtocolError("topic alias above the maximum of 0 [MQTT-3.3.2-8]", RC_TOPIC_ALIAS_INVALID)
+        packet.properties.pop("subscription_identifier", None)
+        if packet.qos == 2:
+            inbound = self.client.inbound_qos2
+            if packet.packet_id not in inbound:
+                if len(inbound) >= self.broker.receive_maximum:
+                    raise ProtocolError("more unreleased QoS 2 messages than receive maximum",
+                                        RC_RECEIVE_MAXIMUM_EXCEEDED)
+                inbound.add(packet.packet_id)
+                self.broker.route(packet, self.client_id)
+            # else: a resend of a message already routed; exactly once means not again.
+            self._send(Pubrec(packet.packet_id))
+            return
+        self.broker.route(packet, self.client_id)
+        if packet.qos == 1:
+            self._send(Puback(packet.packet_id))
+
+    def _on_pubrel(self, packet: Pubrel) -> None:
+        inbound = self.client.inbound_qos2
+        if packet.packet_id in inbound:
+            inbound.discard(packet.packet_id)
+            self._send(Pubcomp(packet.packet_id))
+        else:
+            self._send(Pubcomp(packet.packet_id, RC_PACKET_ID_NOT_FOUND if self.level == 5 else 0))
+
+    def _on_puback(self, packet: Puback) -> None:
+        held = self.client.inflight.get(packet.packet_id)
+        if isinstance(held, Publish) and held.qos == 1:
+            del self.client.inflight[packet.packet_id]
+            self.pump()
+
+    def _on_pubrec(self, packet: Pubrec) -> None:
+        inflight = self.client.inflight
+        held = inflight.get(packet.packet_id)
+        if isinstance(held, Publish) and held.qos == 2:
+            if packet.reason_code >= 0x80:  # 5.0: the receiver refused it; the flow ends here
+                del inflight[packet.packet_id]
+                self.pump()
+                return
+            inflight[packet.packet_id] = Pubrel(packet.packet_id)
+            self._send(Pubrel(packet.packet_id))
+        elif isinstance(held, Pubrel):
+            self._send(held)
+        elif self.level == 5:
+            self._send(Pubrel(packet.packet_id, RC_PACKET_ID_NOT_FOUND))
+
+    def _on_pubcomp(self, packet: Pubcomp) -> None:
+        if isinstance(self.client.inflight.get(packet.packet_id), Pubrel):
+            del self.client.inflight[packet.packet_id]
+            self.pump()
+
+    def _on_subscribe(self, packet) -> None:
+        v5 = self.level == 5
+        codes = []
+        granted_filters = []
+        for topic_filter, options in packet.topics:
+            try:
+                new = self.broker.subscribe(self.client, topic_filter, options)
+            except ValueError:
+                codes.append(RC_TOPIC_FILTER_INVALID if v5 else SUBACK_FAILURE_311)
+                continue
+            codes.append(min(options.qos, 2))
+            granted_filters.append((topic_filter, options, new))
+        self._send(Suback(packet.packet_id, codes))
+        for topic_filter, options, new in granted_filters:
+            self.broker.send_retained(self.client, topic_filter, options, new)
+        self.pump()
+
+    def _on_unsubscribe(self, packet) -> None:
+        codes = []
+        for topic_filter in packet.topics:
+            existed = self.broker.unsubscribe(self.client, topic_filter)
+            codes.append(RC_SUCCESS if existed else RC_NO_SUBSCRIPTION_EXISTED)
+        self._send(Unsuback(packet.packet_id, codes if self.level == 5 else []))
+
+    def _on_disconnect(self, packet: Disconnect) -> None:
+        if self.level == 5:
+            expiry = packet.properties.get("session_expiry_interval")
+            if expiry is not None:
+                if not self.client.persistent and expiry > 0:
+                    raise ProtocolError("session expiry set in DISCONNECT after 0 in CONNECT [MQTT-3.14.2-2]")
+                self.client.expiry = _expiry(expiry)
+        keep_will = self.level == 5 and packet.reason_code == RC_DISCONNECT_WITH_WILL
+        self._close("client disconnected", None, publish_will=keep_will)
+
+    # -- outbound -------------------------------------------------------------------------
+
+    def deliver(self, message: Publish) -> None:
+        """Queue a routed message (``qos`` already the granted one) and send what fits."""
+        if not self.client.enqueue(message, self.broker.max_queued):
+            return
+        self.pump()
+
+    def pump(self) -> None:
+        """Move queued messages to the wire while the window and the transport allow."""
+        client = self.client
+        if self.state is not State.CONNECTED or client is None:
+            return
+        queue = client.queue
+        while queue and self.writable:
+            message = queue[0]
+            if message.qos:
+                if len(client.inflight) >= self.window:
+                    return
+                queue.popleft()
+                message.packet_id = client.next_packet_id()
+                if self._too_big(message):
+                    message.packet_id = None
+                    continue
+                client.inflight[message.packet_id] = message
+            else:
+                queue.popleft()
+                if self._too_big(message):
+                    continue
+            self._send(message)
+
+    def _too_big(self, message: Publish) -> bool:
+        # 5.0 §3.1.2.11.4: a message larger than the client's maximum is discarded.
+        return self.peer_max_packet is not None and len(codec.encode(message, self.level)) > self.peer_max_packet
+
+    def resend(self) -> None:
+        """After CONNECT: unacknowledged messages again (PUBLISH with DUP, or PUBREL)."""
+        for packet_id, held in self.client.inflight.items():
+            if isinstance(held, Publish):
+                held.dup = True
+            self._send(held)
+        self.pump()
+
+    def takeover(self) -> None:
+        """Another connection CONNECTed with this client id [MQTT-3.1.4-3]."""
+        self._close("session taken over", RC_SESSION_TAKEN_OVER)
