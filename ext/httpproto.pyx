@@ -47,6 +47,9 @@ cdef object _render = render
 cdef object _Response = Response
 cdef object _status_line = status_line
 
+# How long a connection answered with an error is kept half-closed, reading and
+# discarding what the client still sends, before it is closed (see _fail).
+cdef double _LINGER = 2.0
 cdef bytes _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 cdef dict _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")}
 cdef bytes _JSON_CT = b"Content-Type: application/json\r\n"
@@ -132,7 +135,7 @@ cdef class HttpProtocol:
     cdef readonly object _queue
     cdef object _task
     cdef object _loop
-    cdef readonly bint _busy, _reading_paused, _writing_paused, _closing
+    cdef readonly bint _busy, _reading_paused, _writing_paused, _closing, _lingering
     cdef bint _continue, _expect_continue
 
     def __init__(self, server):
@@ -160,6 +163,7 @@ cdef class HttpProtocol:
         self._closing = False
         self._continue = False
         self._expect_continue = False
+        self._lingering = False
         self.read_deadline = 0.0
         self.idle_since = 0.0
 
@@ -185,6 +189,8 @@ cdef class HttpProtocol:
         self._next()
 
     def data_received(self, data):
+        if self._lingering:
+            return  # the parser is dead after an error: discard what the client still sends
         try:
             self.parser.feed_data(data)
         except _ParserCallbackError as exc:
@@ -204,6 +210,8 @@ cdef class HttpProtocol:
             self._fail(400, "ERR_MALFORMED_REQUEST", f"malformed HTTP request: {exc}")
 
     def eof_received(self):
+        if self._lingering:
+            return False  # the client has read the error and closed: close our side too
         # A half-closed client still gets the responses to what it sent.
         if self._busy or self._queue:
             self._closing = True
@@ -382,14 +390,34 @@ cdef class HttpProtocol:
             self.transport.write(_CONTINUE)
 
     cdef _fail(self, status, code, message):
-        """Answer a request we could not read, then close: the parser is dead after an error."""
-        if self.transport is None:
+        """Answer a request we could not read; the parser is dead after an error.
+
+        Then half-close and linger (nginx's lingering_close) rather than close at once:
+        a client still uploading its body would otherwise get a reset (unread data
+        arriving after close) and never read the answer. Everything it still sends is
+        discarded; the connection closes when the client closes its side
+        (eof_received) or when the linger deadline passes (check_time). Close at once
+        when the transport cannot half-close, or when a handler is in flight (nothing
+        is written then).
+        """
+        if self.transport is None or self._lingering:
             return
         self._closing = True
+        self._continue = False
         self._queue.clear()
-        if not self._busy:
-            self.transport.write(error_bytes(status, code, message, close=True))
-        self.transport.close()
+        if self._busy:
+            self.transport.close()
+            return
+        self.transport.write(error_bytes(status, code, message, close=True))
+        if self.transport.is_closing() or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self._lingering = True
+        self.read_deadline = _c_monotonic() + _LINGER
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
 
     cdef bint _idle(self):
         return not self._busy and not self._queue and self.read_deadline == 0.0
@@ -402,7 +430,10 @@ cdef class HttpProtocol:
     def check_time(self, double now):
         if self.transport is None:
             return
-        if self.read_deadline:
+        if self._lingering:
+            if now > self.read_deadline:
+                self.transport.close()
+        elif self.read_deadline:
             if now > self.read_deadline and not self._reading_paused:
                 self._fail(408, "ERR_BODY_READ", "timed out reading the request")
         elif self._idle() and now - self.idle_since > self.limits.keepalive_timeout:
@@ -412,7 +443,7 @@ cdef class HttpProtocol:
     def shutdown(self):
         """Drain: finish what is in flight, then close; close at once when idle."""
         self._closing = True
-        if self.transport is not None and self._idle():
+        if self.transport is not None and (self._idle() or self._lingering):
             self.transport.close()
 
 

@@ -33,12 +33,24 @@ def twins():
 
 
 class Transport:
-    def __init__(self, log: list):
+    def __init__(self, log: list, eof: bool = True):
         self.log = log
         self.closed = False
+        self.eof = eof  # whether the transport can half-close
+        self.eof_written = False
 
     def write(self, data: bytes):
+        # asyncio's transports refuse a write after write_eof(): so does this one.
+        assert not self.eof_written, "write() after write_eof()"
         self.log.append(("write", bytes(data)))
+
+    def can_write_eof(self) -> bool:
+        return self.eof
+
+    def write_eof(self):
+        assert self.eof, "write_eof() on a transport that cannot"
+        self.log.append(("write_eof",))
+        self.eof_written = True
 
     def close(self):
         self.log.append(("close",))
@@ -106,12 +118,12 @@ def make_handler(log: list):
     return handle
 
 
-async def _drive(module, events) -> list:
+async def _drive(module, events, eof: bool = True) -> list:
     log: list = []
     server = HttpServer(make_handler(log), Limits(**LIMITS), protocol=module.HttpProtocol)
     server.date_header = DATE  # the ticker is not running (no loop at construction): a fixed clock
     proto = module.HttpProtocol(server)
-    transport = Transport(log)
+    transport = Transport(log, eof)
     proto.connection_made(transport)
     for event in events:
         if transport.closed:
@@ -126,7 +138,10 @@ async def _drive(module, events) -> list:
             log.append(("event", kind))
             proto.resume_writing()
         elif kind == "eof":
-            log.append(("eof", proto.eof_received()))
+            keep_open = proto.eof_received()
+            log.append(("eof", keep_open))
+            if not keep_open:
+                transport.close()  # what asyncio does when eof_received() returns a false value
         elif kind == "run":
             for _ in range(event[1]):
                 await asyncio.sleep(0)
@@ -146,10 +161,10 @@ async def _drive(module, events) -> list:
     return log
 
 
-def run(module, events) -> list:
+def run(module, events, eof: bool = True) -> list:
     loop = asyncio.new_event_loop()
     try:
-        return loop.run_until_complete(_drive(module, events))
+        return loop.run_until_complete(_drive(module, events, eof))
     finally:
         loop.close()
 
@@ -271,13 +286,13 @@ def test_error_bytes_agree(twins):
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(script=events())
-def test_same_bytes_closes_and_handler_calls(twins, script):
+@given(script=events(), eof=st.booleans())
+def test_same_bytes_closes_and_handler_calls(twins, script, eof):
     pure, compiled = twins
     logging.getLogger("pillion").disabled = True  # handler failures log tracebacks by design
     try:
-        expected = run(pure, script)
-        got = run(compiled, script)
+        expected = run(pure, script, eof)
+        got = run(compiled, script, eof)
     finally:
         logging.getLogger("pillion").disabled = False
     assert got == expected
@@ -299,12 +314,19 @@ def test_same_bytes_closes_and_handler_calls(twins, script):
         [("data", b"HEAD /head-len HTTP/1.1\r\n\r\nHEAD /a HTTP/1.1\r\n\r\nGET /empty HTTP/1.0\r\n\r\n")],
         [("data", b"GET /a HTT")],
         [("data", b"\x00\x01garbage\r\n\r\n")],
+        # an error answered, then lingering: what follows is discarded, EOF closes
+        [("data", b"POST /a HTTP/1.1\r\nContent-Length: 65\r\n\r\n"), ("data", b"x" * 40), ("data", b"GET /a HTTP/1.1\r\n\r\n"),
+         ("eof",)],
+        [("pause_writing",), ("data", b"POST /a HTTP/1.1\r\nContent-Length: 65\r\n\r\nxx"), ("resume_writing",), ("data", b"y")],
+        [("data", b"GET /a HTTP/1.1\r\n\r\n" * 6 + b"\x00bad\r\n\r\n"), ("run", 2), ("data", b"more")],
+        [("data", b"GET /slow HTTP/1.1\r\n\r\n\x00bad\r\n\r\n"), ("run", 4)],
     ],  # fmt: skip
 )
-def test_known_scripts(twins, script):
+@pytest.mark.parametrize("eof", [True, False])
+def test_known_scripts(twins, script, eof):
     pure, compiled = twins
     logging.getLogger("pillion").disabled = True
     try:
-        assert run(compiled, script) == run(pure, script)
+        assert run(compiled, script, eof) == run(pure, script, eof)
     finally:
         logging.getLogger("pillion").disabled = False

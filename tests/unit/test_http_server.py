@@ -604,6 +604,51 @@ def test_content_length_one_over_limit_is_413(serve):
     assert_serves(srv.port)
 
 
+def test_over_limit_upload_still_reads_the_413_then_eof(serve):
+    """Answered from the Content-Length while the client is still uploading: the server
+    half-closes and discards the rest (lingering close), so the client reads the whole
+    413 and then EOF, never a reset from unread data arriving after a close."""
+    srv = serve(max_body=1000)
+    with Client(srv.port) as c:
+        c.send(b"POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (4 * 1024 * 1024))
+        for _ in range(64):
+            c.send(b"u" * 65536)  # would raise ECONNRESET / EPIPE once the server had closed
+        resp = c.read_response()
+        assert_error(resp, 413, "ERR_BODY_READ", close=True, message="request body larger than the limit of 1000 bytes")
+        assert resp.names() == ["Content-Type", "Content-Length", "Connection"]
+        assert not c.buf
+        assert c.sock.recv(65536) == b""  # EOF, not ConnectionResetError
+    wait_no_connections(srv.server)  # the client closed its side: so does the server
+    assert_serves(srv.port)
+
+
+def test_lingering_connection_is_closed_when_the_client_never_stops(serve):
+    """The half-closed connection does not linger for ever: about 2 s after the answer
+    (a tick later at most) the server closes it even though the client keeps sending."""
+    srv = serve(max_body=1000)
+    with Client(srv.port) as c:
+        started = time.monotonic()
+        c.send(b"POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (100 * 1024 * 1024))
+        assert_error(c.read_response(), 413, "ERR_BODY_READ", close=True)
+        c.sock.settimeout(0.5)
+        assert c.sock.recv(65536) == b""  # half-closed: the response, then EOF
+        cut_off = None
+        while time.monotonic() - started < 6:
+            try:
+                c.send(b"u" * 4096)
+            except OSError:  # the server closed: the kernel reset the connection
+                cut_off = time.monotonic() - started
+                break
+            if not srv.server.connections:
+                cut_off = time.monotonic() - started
+                break
+            time.sleep(0.02)
+        assert cut_off is not None, "the server kept the connection open"
+        assert 1.5 < cut_off < 3.5, cut_off
+    wait_no_connections(srv.server)
+    assert_serves(srv.port)
+
+
 def test_content_length_exactly_limit_is_200(serve):
     srv = serve(max_body=1000)
     with Client(srv.port) as c:

@@ -72,6 +72,9 @@ class Request:
 
 log = logging.getLogger("pillion.server.http")
 
+# How long a connection answered with an error is kept half-closed, reading and
+# discarding what the client still sends, before it is closed (see _fail).
+_LINGER = 2.0
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")}
 _JSON_CT = b"Content-Type: application/json\r\n"
@@ -104,7 +107,7 @@ class HttpProtocol(asyncio.Protocol):
         "server", "limits", "handler", "transport", "parser", "_url", "_headers", "_header_size",
         "_max_header", "_max_body", "_header_timeout", "_body_timeout",
         "_body", "_body_size", "_queue", "_busy", "_task", "_loop", "_reading_paused", "_writing_paused",
-        "_closing", "_continue", "read_deadline", "idle_since", "_expect_continue",
+        "_closing", "_continue", "read_deadline", "idle_since", "_expect_continue", "_lingering",
     )
 
     def __init__(self, server):
@@ -131,6 +134,7 @@ class HttpProtocol(asyncio.Protocol):
         self._closing = False
         self._continue = False
         self._expect_continue = False
+        self._lingering = False
         self.read_deadline = 0.0
         self.idle_since = 0.0
 
@@ -156,6 +160,8 @@ class HttpProtocol(asyncio.Protocol):
         self._next()
 
     def data_received(self, data: bytes):
+        if self._lingering:
+            return  # the parser is dead after an error: discard what the client still sends
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -175,6 +181,8 @@ class HttpProtocol(asyncio.Protocol):
             self._fail(400, "ERR_MALFORMED_REQUEST", f"malformed HTTP request: {exc}")
 
     def eof_received(self):
+        if self._lingering:
+            return False  # the client has read the error and closed: close our side too
         # A half-closed client still gets the responses to what it sent.
         if self._busy or self._queue:
             self._closing = True
@@ -359,14 +367,34 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.write(_CONTINUE)
 
     def _fail(self, status: int, code: str, message: str):
-        """Answer a request we could not read, then close: the parser is dead after an error."""
-        if self.transport is None:
+        """Answer a request we could not read; the parser is dead after an error.
+
+        Then half-close and linger (nginx's lingering_close) rather than close at once:
+        a client still uploading its body would otherwise get a reset (unread data
+        arriving after close) and never read the answer. Everything it still sends is
+        discarded; the connection closes when the client closes its side
+        (eof_received) or when the linger deadline passes (check_time). Close at once
+        when the transport cannot half-close, or when a handler is in flight (nothing
+        is written then).
+        """
+        if self.transport is None or self._lingering:
             return
         self._closing = True
+        self._continue = False
         self._queue.clear()
-        if not self._busy:
-            self.transport.write(error_bytes(status, code, message, close=True))
-        self.transport.close()
+        if self._busy:
+            self.transport.close()
+            return
+        self.transport.write(error_bytes(status, code, message, close=True))
+        if self.transport.is_closing() or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self._lingering = True
+        self.read_deadline = monotonic() + _LINGER
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
 
     # -- called by the server ------------------------------------------------
 
@@ -376,7 +404,10 @@ class HttpProtocol(asyncio.Protocol):
     def check_time(self, now: float):
         if self.transport is None:
             return
-        if self.read_deadline:
+        if self._lingering:
+            if now > self.read_deadline:
+                self.transport.close()
+        elif self.read_deadline:
             if now > self.read_deadline and not self._reading_paused:
                 self._fail(408, "ERR_BODY_READ", "timed out reading the request")
         elif self.is_idle() and now - self.idle_since > self.limits.keepalive_timeout:
@@ -386,5 +417,5 @@ class HttpProtocol(asyncio.Protocol):
     def shutdown(self):
         """Drain: finish what is in flight, then close; close at once when idle."""
         self._closing = True
-        if self.transport is not None and self.is_idle():
+        if self.transport is not None and (self.is_idle() or self._lingering):
             self.transport.close()
