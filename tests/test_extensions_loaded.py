@@ -40,27 +40,6 @@ def test_http_protocol_is_compiled():
     assert _impl.loaded()["httpproto"] == "compiled"
 
 
-def test_no_extensions_selects_every_pure_twin():
-    env = dict(os.environ, PILLION_NO_EXTENSIONS="1")
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(Path(pillion.__file__).parents[1]), env.get("PYTHONPATH")])
-    )
-    code = (
-        "from pillion import _impl\n"
-        "from pillion.server.router import Router\n"
-        "from pillion.server.protocol import HttpProtocol\n"
-        "from pillion.server.http import Request\n"
-        "print(Router.__module__, HttpProtocol.__module__, Request.__module__, sorted(_impl.loaded().items()))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    ).stdout
-    assert out.split(None, 3) == [
-        "pillion._pure.router", "pillion._pure.httpproto", "pillion._pure.httpproto",
-        "[('httpproto', 'pure'), ('router', 'pure')]\n",
-    ]
-
-
 @pytest.mark.skipif(NO_EXTENSIONS, reason="PILLION_NO_EXTENSIONS is set")
 def test_mqtt_codec_and_topic_trie_are_compiled():
     from pillion.broker import codec, topics
@@ -75,19 +54,25 @@ def test_mqtt_codec_and_topic_trie_are_compiled():
     assert _impl.loaded()["topictrie"] == "compiled"
 
 
-def test_no_extensions_selects_pure_broker_twins():
+def test_no_extensions_selects_every_pure_twin():
     env = dict(os.environ, PILLION_NO_EXTENSIONS="1")
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(Path(pillion.__file__).parents[1]), env.get("PYTHONPATH")])
     )
     code = (
         "from pillion import _impl\n"
+        "from pillion.server.router import Router\n"
+        "from pillion.server.protocol import HttpProtocol\n"
+        "from pillion.server.http import Request\n"
         "from pillion.broker import codec, topics\n"
-        "print(codec.decode.__module__, topics.TopicTrie.__module__, sorted(_impl.loaded().items()))\n"
+        "print(Router.__module__, HttpProtocol.__module__, Request.__module__,\n"
+        "      codec.decode.__module__, topics.TopicTrie.__module__, sorted(_impl.loaded().items()))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout
-    assert out.split(None, 2) == [
-        "pillion._pure.mqttcodec", "pillion._pure.topictrie", "[('mqttcodec', 'pure'), ('topictrie', 'pure')]\n",
+    assert out.split(None, 5) == [
+        "pillion._pure.router", "pillion._pure.httpproto", "pillion._pure.httpproto",
+        "pillion._pure.mqttcodec", "pillion._pure.topictrie",
+        "[('httpproto', 'pure'), ('mqttcodec', 'pure'), ('router', 'pure'), ('topictrie', 'pure')]\n",
     ]

@@ -43,3 +43,9 @@ def sidecar(tmp_path, processes):
         return proc
 
     return start
+
+
+@pytest.fixture(params=["state.lmdb", "state.in-memory"])
+def store_type(request):
+    """Each state store type: the state API tests run against every one."""
+    return request.param

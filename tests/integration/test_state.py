@@ -12,11 +12,6 @@ import pytest
 from _http import json_request, request
 from _state import get, save, write_resources
 
-@pytest.fixture(params=["state.lmdb", "state.in-memory"])
-def store_type(request):
-    return request.param
-
-
 @pytest.fixture
 def state(tmp_path, sidecar, store_type):
     resources = write_resources(tmp_path, ("store", store_type, {}))

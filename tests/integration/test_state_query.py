@@ -22,11 +22,6 @@ PEOPLE = {
 }
 
 
-@pytest.fixture(params=["state.lmdb", "state.in-memory"])
-def store_type(request):
-    return request.param
-
-
 @pytest.fixture
 def state(tmp_path, sidecar, store_type):
     resources = write_resources(tmp_path, ("store", store_type, {}))
