@@ -15,7 +15,7 @@ Layout (three named databases):
 - ``messages``: client id, NUL, 8-byte big-endian sequence -> message record, in
   delivery order per client (MQTT strings never contain NUL, so the prefix is exact).
 
-A message record is a fixed header (state, packet id, wall-clock arrival time) and the
+A message record is a fixed header (state, packet id, wall-clock expiry or 0) and the
 message encoded as an MQTT 5 PUBLISH, so topics, payloads and properties round-trip
 through the codec that already handles them.
 """
@@ -46,7 +46,7 @@ QUEUED = 0  # waiting for the window, no packet id yet
 INFLIGHT = 1  # PUBLISH sent with ``packet_id``, not yet acknowledged
 RELEASING = 2  # QoS 2: PUBREC received, PUBREL sent with ``packet_id``
 
-_HEADER = struct.Struct(">BHd")  # state, packet id, arrival (time.time())
+_HEADER = struct.Struct(">BHd")  # state, packet id, message expiry as time.time() (0: none)
 _SEQ = struct.Struct(">Q")
 
 DB_RETAINED = b"retained"
@@ -59,10 +59,9 @@ DEFAULT_MAX_MAP_SIZE = 4 * 1024 * 1024 * 1024
 PUT_RETAINED, DEL_RETAINED, PUT_SESSION, DEL_SESSION, PUT_MESSAGE, DEL_MESSAGE = range(6)
 
 
-def encode_message(message: Publish | None, state: int = QUEUED, packet_id: int = 0,
-                   arrival: float = 0.0) -> bytes:
+def encode_message(message: Publish | None, state: int = QUEUED, packet_id: int = 0, expires: float = 0.0) -> bytes:
     """A message record; ``message`` may be None for a RELEASING record (no body needed)."""
-    header = _HEADER.pack(state, packet_id or 0, arrival)
+    header = _HEADER.pack(state, packet_id or 0, expires)
     if message is None:
         return header
     wire = Publish(message.topic, message.payload, message.qos, message.retain, False,
@@ -71,18 +70,18 @@ def encode_message(message: Publish | None, state: int = QUEUED, packet_id: int 
 
 
 def decode_message(record: bytes) -> tuple[int, int, float, Publish | None]:
-    """``(state, packet_id, arrival, message)``; raises ValueError for a damaged record."""
+    """``(state, packet_id, expires, message)``; raises ValueError for a damaged record."""
     if len(record) < _HEADER.size:
         raise ValueError("message record shorter than its header")
-    state, packet_id, arrival = _HEADER.unpack_from(record)
+    state, packet_id, expires = _HEADER.unpack_from(record)
     body = memoryview(record)[_HEADER.size:]
     if not body:
-        return state, packet_id, arrival, None
+        return state, packet_id, expires, None
     message, used = codec.decode(body, 5, len(body))
     if not isinstance(message, Publish) or used != len(body):
         raise ValueError("message record does not hold exactly one PUBLISH")
     message.packet_id = packet_id or None
-    return state, packet_id, arrival, message
+    return state, packet_id, expires, message
 
 
 def message_key(client_id: str, seq: int) -> bytes:
@@ -98,12 +97,14 @@ class Journal:
 
     ``batch`` numbers the batch being collected; ``durable`` is the highest batch the
     store has committed. A session that must hold an acknowledgement until its writes
-    are on disk tags it with ``batch`` and registers in ``waiting``.
+    are on disk tags it with ``batch`` and registers in ``waiting``. ``wall_offset``
+    turns the core's clock into ``time.time()`` for message expiry on disk.
     """
 
-    __slots__ = ("ops", "batch", "durable", "waiting", "notify")
+    __slots__ = ("ops", "batch", "durable", "waiting", "notify", "wall_offset")
 
-    def __init__(self) -> None:
+    def __init__(self, wall_offset: float = 0.0) -> None:
+        self.wall_offset = wall_offset
         self.ops: list[tuple] = []
         self.batch = 1
         self.durable = 0
@@ -134,7 +135,7 @@ class StoredSession:
     client_id: str
     record: dict
     messages: list[tuple[int, int, int, float, Publish | None]] = field(default_factory=list)
-    # (seq, state, packet_id, arrival, message)
+    # (seq, state, packet_id, expires, message)
 
 
 @dataclass
@@ -189,8 +190,8 @@ class BrokerStore:
         with self.env.begin() as txn:
             for key, value in txn.cursor(self.retained):
                 try:
-                    _, _, arrival, message = decode_message(value)
-                    restored.retained[key.decode()] = (arrival, message)
+                    _, _, expires, message = decode_message(value)
+                    restored.retained[key.decode()] = (expires, message)
                 except (ValueError, UnicodeDecodeError) as exc:
                     restored.damaged += 1
                     log.error("skipping damaged retained record %r: %s", key, exc)

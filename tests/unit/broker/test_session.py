@@ -143,10 +143,21 @@ def test_fan_out_wildcards_and_dollar_topics(broker, level):
     b.connect("b")
     pub.connect("p")
     assert a.subscribe("sensors/+/temp") == [Suback(1, [0])]
-    assert b.subscribe("#", "$SYS/#") == [Suback(1, [0, 0])]
-    pub.send(Publish("sensors/k/temp", b"21"), Publish("$SYS/x", b"s"), Publish("other", b"o"))
+    assert b.subscribe("#", "$app/#") == [Suback(1, [0, 0])]
+    pub.send(Publish("sensors/k/temp", b"21"), Publish("$app/x", b"s"), Publish("other", b"o"))
     assert [m.topic for m in a.pending()] == ["sensors/k/temp"]
-    assert [m.topic for m in b.pending()] == ["sensors/k/temp", "$SYS/x", "other"]
+    assert [m.topic for m in b.pending()] == ["sensors/k/temp", "$app/x", "other"]
+
+
+@pytest.mark.parametrize("level", [4, 5])
+def test_clients_cannot_publish_to_sys_topics(broker, level):
+    watcher, pub = Client(broker, level), Client(broker, level)
+    watcher.connect("w")
+    pub.connect("p")
+    watcher.subscribe("$SYS/#")
+    assert pub.send(Publish("$SYS/broker/uptime", b"forged", qos=1, packet_id=3)) == [
+        Puback(3, 0x87 if level == 5 else 0)]
+    assert watcher.pending() == []
 
 
 def test_overlapping_filters_deliver_once_at_max_qos(broker):
@@ -374,10 +385,11 @@ def test_shared_subscription_round_robin(broker):
     assert len(plain.pending()) == 6
 
 
-def test_topic_alias_refused(broker):
+def test_topic_alias_above_maximum_refused():
+    broker = Broker(topic_alias_maximum=2)
     client = Client(broker, 5)
-    client.connect()
-    out = client.send(Publish("t", b"x", properties={"topic_alias": 1}))
+    assert client.connect().properties["topic_alias_maximum"] == 2
+    out = client.send(Publish("t", b"x", properties={"topic_alias": 3}))
     assert client.closed and out == [Disconnect(0x94)]
 
 

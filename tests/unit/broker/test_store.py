@@ -39,8 +39,8 @@ def test_message_record_round_trips_topic_payload_qos_and_properties():
     props = {"user_property": [("k", "v"), ("k", "w")], "correlation_data": b"\x00\x01",
              "response_topic": "r/1", "message_expiry_interval": 30}
     message = Publish("a/b", b"\x00payload\xff", 2, True, properties=props)
-    state, packet_id, arrival, back = decode_message(encode_message(message, INFLIGHT, 77, 1234.5))
-    assert (state, packet_id, arrival) == (INFLIGHT, 77, 1234.5)
+    state, packet_id, expires, back = decode_message(encode_message(message, INFLIGHT, 77, 1234.5))
+    assert (state, packet_id, expires) == (INFLIGHT, 77, 1234.5)
     assert (back.topic, back.payload, back.qos, back.retain, back.packet_id) == ("a/b", b"\x00payload\xff", 2, True, 77)
     assert back.properties == props
 
@@ -64,7 +64,7 @@ def test_damaged_record_raises_value_error():
 
 def test_apply_and_load(store):
     store.apply([
-        (PUT_RETAINED, "sensors/t", encode_message(Publish("sensors/t", b"21.5", 1, True), arrival=5.0)),
+        (PUT_RETAINED, "sensors/t", encode_message(Publish("sensors/t", b"21.5", 1, True), expires=5.0)),
         (PUT_SESSION, "c1", b'{"expiry": null, "subs": []}'),
         (PUT_MESSAGE, message_key("c1", 2), encode_message(Publish("x", b"2", 1))),
         (PUT_MESSAGE, message_key("c1", 1), encode_message(Publish("x", b"1", 1))),
@@ -72,8 +72,8 @@ def test_apply_and_load(store):
         (DEL_MESSAGE, message_key("c1", 3), None),
     ])
     restored = store.load()
-    arrival, retained = restored.retained["sensors/t"]
-    assert (arrival, retained.payload, retained.retain) == (5.0, b"21.5", True)
+    expires, retained = restored.retained["sensors/t"]
+    assert (expires, retained.payload, retained.retain) == (5.0, b"21.5", True)
     assert restored.sessions["c1"].record == {"expiry": None, "subs": []}
     assert [(seq, m.payload) for seq, _, _, _, m in restored.sessions["c1"].messages] == [(1, b"1"), (2, b"2")]
     store.apply([(DEL_RETAINED, "sensors/t", None)])
