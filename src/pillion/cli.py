@@ -34,8 +34,6 @@ _IGNORED_VALUE_FLAGS = (
     "--allowed-origins", "--dapr-block-shutdown-duration", "--app-binding-options-timeout",
     "--scheduler-job-streams", "--log-file",
 )
-_QUANTITY = re.compile(r"^\s*(\d+)\s*(Ki|Mi|Gi|K|M|G|k)?\s*$")
-_UNITS = {None: 1, "K": 1000, "k": 1000, "M": 10**6, "G": 10**9, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
 
 
 def pillion_home() -> Path:
@@ -48,10 +46,12 @@ def default_data_dir() -> str:
 
 def quantity(text: str) -> int:
     """Kubernetes-style byte quantity as daprd takes it: ``4Mi``, ``512Ki``, ``1000``."""
-    match = _QUANTITY.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 4Mi, 512Ki or 1048576")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    from .config.durations import parse_quantity
+
+    try:
+        return parse_quantity(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _normalize_argv(argv: list[str]) -> list[str]:
@@ -90,6 +90,8 @@ def _add_sidecar_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resources-path", "--components-path", dest="resources_path", action="append", default=None)
     p.add_argument("--config", action="append", default=None, help="Configuration file")
     p.add_argument("--data-dir", default=None, help="where Pillion keeps its files (default $PILLION_DATA_DIR or ~/.pillion/data)")
+    p.add_argument("--mqtt-port", type=int, default=None,
+                   help="embedded MQTT broker listener on 127.0.0.1 (default 1883, or spec.mqtt.port); 0: none")
     p.add_argument("--max-body-size", type=quantity, default=None, help="largest request body, e.g. 4Mi (default)")
     p.add_argument("--dapr-http-max-request-size", type=int, default=None, help="same, in MB (deprecated daprd flag)")
     p.add_argument("--read-buffer-size", type=quantity, default=None, help="largest request head, e.g. 4Ki (default)")
@@ -138,19 +140,34 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--timeout", type=float, default=10.0)
 
     broker = sub.add_parser("broker", help="run the embedded MQTT broker alone")
-    broker.add_argument("--host", default="127.0.0.1", help="listener address (default 127.0.0.1)")
-    broker.add_argument("--port", type=int, default=1883)
+    broker.add_argument("--host", default=None, help="listener address (default 127.0.0.1)")
+    broker.add_argument("--port", type=int, default=None, help="plain MQTT port, 0 for none (default 1883)")
+    broker.add_argument("--data-dir", default=None, help="where the broker keeps its LMDB state (default ~/.pillion/data)")
+    broker.add_argument("--config", default=None, help="a Configuration file; its spec.mqtt section configures the broker")
+    broker.add_argument("--tls-port", type=int, default=None, help="TLS port (needs --cert-file and --key-file)")
+    broker.add_argument("--cert-file", default=None)
+    broker.add_argument("--key-file", default=None)
+    broker.add_argument("--ca-file", default=None, help="CA for client certificates")
+    broker.add_argument("--password-file", default=None, help="users and salted hashes, made with `pillion passwd`")
+    broker.add_argument("--acl-file", default=None, help="topic access rules per user and client id")
+    broker.add_argument("--max-connections", type=int, default=None, help="0 for no limit (default 4096)")
     broker.add_argument("--max-packet-size", type=quantity, default=None, help="largest packet accepted, e.g. 1Mi (default)")
     broker.add_argument("--max-queued", type=int, default=None, help="queued messages per client (default 1000)")
     broker.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "warning", "error", "fatal"])
     broker.add_argument("--log-as-json", action="store_true")
+
+    passwd = sub.add_parser("passwd", help="add, change or delete a user in a broker password file")
+    passwd.add_argument("file")
+    passwd.add_argument("username")
+    passwd.add_argument("-b", "--password", default=None, help="the password (default: read from the terminal or stdin)")
+    passwd.add_argument("-D", "--delete", action="store_true", help="remove the user")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_normalize_argv(sys.argv[1:] if argv is None else argv))
     return {"run": cmd_run, "sidecar": cmd_sidecar, "init": cmd_init, "list": cmd_list, "stop": cmd_stop,
-            "broker": cmd_broker}[args.command](args)
+            "broker": cmd_broker, "passwd": cmd_passwd}[args.command](args)
 
 
 # -- logging -------------------------------------------------------------------------
@@ -235,6 +252,7 @@ def _options(args, command: list[str]):
         health=health,
         graceful_shutdown=args.dapr_graceful_shutdown_seconds,
         data_dir=args.data_dir or default_data_dir(),
+        mqtt_port=args.mqtt_port,
         api_token=os.environ.get("DAPR_API_TOKEN") or None,
         app_api_token=os.environ.get("APP_API_TOKEN") or None,
         namespace=os.environ.get("NAMESPACE") or None,
@@ -382,18 +400,32 @@ def cmd_broker(args) -> int:
     """The MQTT broker alone, until SIGTERM/SIGINT."""
     import asyncio
 
+    from .broker.options import BrokerOptions
     from .broker.server import run
+    from .errors import ConfigError
 
     args.app_id = ""
     _setup_logging(args)
-    options = {}
-    if args.max_packet_size is not None:
-        options["max_packet_size"] = args.max_packet_size
-    if args.max_queued is not None:
-        options["max_queued"] = args.max_queued
+    try:
+        options = BrokerOptions(data_dir=default_data_dir())
+        if args.config:
+            from .config.loader import load_configuration
+
+            options = options.merged(**load_configuration(args.config).mqtt)
+        options = options.merged(
+            host=args.host, port=args.port, data_dir=args.data_dir, tls_port=args.tls_port, cert_file=args.cert_file,
+            key_file=args.key_file, ca_file=args.ca_file, password_file=args.password_file, acl_file=args.acl_file,
+            max_connections=args.max_connections, max_packet_size=args.max_packet_size, max_queued=args.max_queued)
+        options.check()
+    except (ConfigError, ValueError) as exc:
+        print(f"pillion broker: {exc}", file=sys.stderr)
+        return 2
     try:
         with asyncio.Runner(loop_factory=_event_loop) as runner:
-            runner.run(run(args.host, args.port, **options))
+            runner.run(run(options))
+    except ConfigError as exc:
+        print(f"pillion broker: {exc}", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as exc:
         print(f"pillion broker: {exc}", file=sys.stderr)
         return 1
@@ -492,3 +524,28 @@ def _running(pid: int) -> bool:
             return f.read().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return True
+
+
+def cmd_passwd(args) -> int:
+    """Maintain a broker password file (salted scrypt hashes), like mosquitto_passwd."""
+    import getpass
+
+    from .broker import auth
+
+    try:
+        if args.delete:
+            if not auth.delete_user(args.file, args.username):
+                print(f"pillion passwd: no user {args.username!r} in {args.file}", file=sys.stderr)
+                return 1
+            return 0
+        password = args.password
+        if password is None:
+            password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+        if not password:
+            print("pillion passwd: empty password", file=sys.stderr)
+            return 2
+        auth.set_password(args.file, args.username, password)
+    except (OSError, ValueError) as exc:
+        print(f"pillion passwd: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, OSError) else 2
+    return 0

@@ -79,7 +79,8 @@ class Process:
         return self.proc.pid
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:
@@ -113,6 +114,8 @@ class Sidecar(Process):
         full_env.setdefault("PILLION_DATA_DIR", str(tmp / "data"))
         full_env.update(env or {})
         args = pillion_command(command, "--app-id", app_id, "--dapr-http-port", str(self.http_port), *extra)
+        if "--mqtt-port" not in extra:  # parallel sidecars must not race for 1883
+            args += ["--mqtt-port", "0"]
         if app:
             args += ["--", *app]
         super().__init__(args, tmp / f"{app_id}-{self.http_port}.log", env=full_env)

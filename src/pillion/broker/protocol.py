@@ -19,11 +19,13 @@ log = logging.getLogger("pillion.broker.protocol")
 
 
 class MQTTProtocol(asyncio.Protocol):
-    __slots__ = ("broker", "loop", "session", "transport", "_timer", "_timer_at", "_flush_scheduled", "_peer")
+    __slots__ = ("broker", "loop", "server", "session", "transport", "_timer", "_timer_at", "_flush_scheduled",
+                 "_peer")  # fmt: skip
 
-    def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop, server=None) -> None:
         self.broker = broker
         self.loop = loop
+        self.server = server  # a BrokerServer: connection limit and shutdown
         self.session = None
         self.transport = None
         self._timer = None
@@ -34,11 +36,16 @@ class MQTTProtocol(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         self._peer = transport.get_extra_info("peername")
+        if self.server is not None and not self.server.admit(self):
+            transport.abort()
+            return
         self.session = self.broker.session(self.loop.time())
         self.session.notify = self._wake
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self.session is None:
+            return
         try:
             out, close = self.session.feed(data, self.loop.time())
         except Exception:  # the connection boundary: a bug here must not reach other clients
@@ -46,13 +53,36 @@ class MQTTProtocol(asyncio.Protocol):
             self.transport.close()
             return
         self._act(out, close)
+        if self.session.pending_auth is not None:
+            self.loop.create_task(self._authenticate(*self.session.pending_auth))
+
+    async def _authenticate(self, username: str, password: bytes | None) -> None:
+        """The password check runs in a thread (scrypt costs ~50 ms); reading waits for it."""
+        self.transport.pause_reading()
+        try:
+            allowed = await self.server.authenticate(username, password)
+        except Exception:  # the connection boundary, as in data_received
+            log.exception("password check failed for %r (%s)", username, self._peer)
+            allowed = False
+        if self.transport.is_closing():
+            return
+        self.transport.resume_reading()
+        self._act(*self.session.authenticated(allowed, self.loop.time()))
 
     def connection_lost(self, exc) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.session is None:  # refused in connection_made
+            return
+        if self.server is not None:
+            self.server.release(self)
         self.session.connection_lost(self.loop.time())
         self.session.notify = None
+
+    def shutdown(self) -> None:
+        """The broker stops: a 5.0 client is told (DISCONNECT 0x8B), then the socket closes."""
+        self._act(*self.session.server_shutdown(self.loop.time()))
 
     def pause_writing(self) -> None:
         self.session.pause_writing()

@@ -1,4 +1,4 @@
-"""Go ``time.ParseDuration`` for resource files, which write timeouts as Go durations."""
+"""Go ``time.ParseDuration`` and Kubernetes byte quantities, as resource files and daprd flags write them."""
 
 from __future__ import annotations
 
@@ -50,3 +50,15 @@ def parse_duration(text: str) -> float:
             raise ValueError(f"invalid duration {text!r}: out of range")
         pos = m.end()
     return sign * total / 1e9
+
+
+_QUANTITY = re.compile(r"^\s*(\d+)\s*(Ki|Mi|Gi|K|M|G|k)?\s*$")
+_QUANTITY_UNITS = {None: 1, "K": 1000, "k": 1000, "M": 10**6, "G": 10**9, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+
+
+def parse_quantity(text: str) -> int:
+    """Bytes in a Kubernetes-style quantity such as ``4Mi``, ``512Ki`` or ``1048576``."""
+    match = _QUANTITY.match(text) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"{text!r} is not a size like 4Mi, 512Ki or 1048576")
+    return int(match.group(1)) * _QUANTITY_UNITS[match.group(2)]

@@ -17,7 +17,7 @@ import orjson
 import yaml
 
 from ..errors import ConfigError
-from .durations import parse_duration
+from .durations import parse_duration, parse_quantity
 from .manifests import (
     Component,
     Configuration,
@@ -631,7 +631,8 @@ def load_configuration(path: str) -> Configuration:
     raise ConfigError(path, None, "kind", "a document with kind: Configuration")
 
 
-_SECTIONS = {"accesscontrol": "accessControl", "nameresolution": "nameResolution", "features": "features", "api": "api"}
+_SECTIONS = {"accesscontrol": "accessControl", "nameresolution": "nameResolution", "features": "features", "api": "api",
+             "mqtt": "mqtt"}
 
 
 def _configuration_spec(doc: _Doc, value: Any) -> dict[str, Any]:
@@ -644,6 +645,7 @@ def _configuration_spec(doc: _Doc, value: Any) -> dict[str, Any]:
         "nameResolution": _name_resolution,
         "features": _features,
         "api": _api,
+        "mqtt": _mqtt,
     }
     spec: dict[str, Any] = {}
     for key, raw in value.items():
@@ -653,6 +655,54 @@ def _configuration_spec(doc: _Doc, value: Any) -> dict[str, Any]:
         elif raw is not None:
             spec[canonical] = validators[canonical](doc, raw)
     return spec
+
+
+# spec.mqtt (Pillion's own section: the embedded broker) -> BrokerOptions field names.
+_MQTT_STRINGS = {"host": "host", "tlshost": "tls_host"}
+_MQTT_FILES = {"certfile": "cert_file", "keyfile": "key_file", "cafile": "ca_file", "passwordfile": "password_file",
+               "aclfile": "acl_file"}
+_MQTT_BOOLS = {"requirecertificate": "require_certificate", "allowanonymous": "allow_anonymous",
+               "persistence": "persistence"}
+_MQTT_INTS = {"port": ("port", 0), "tlsport": ("tls_port", 0), "maxconnections": ("max_connections", 0),
+              "maxqueuedmessages": ("max_queued", 1), "receivemaximum": ("receive_maximum", 1)}
+
+
+def _mqtt(doc: _Doc, value: Any) -> dict[str, Any]:
+    """``spec.mqtt``: listeners, TLS and auth files (relative to the config file), limits."""
+    base = "spec.mqtt"
+    m = _mapping(doc, value, base, required=True)
+    out: dict[str, Any] = {}
+    here = os.path.dirname(os.path.abspath(doc.file))
+    for key, name in _MQTT_STRINGS.items():
+        if key in m:
+            out[name] = _string(doc, m, key, f"{base}.{key}", required=True, expected="a host name or address")
+    for key, name in _MQTT_FILES.items():
+        if key in m:
+            path = _string(doc, m, key, f"{base}.{key}", required=True, expected="a file path")
+            out[name] = os.path.join(here, os.path.expanduser(path))
+    for key, name in _MQTT_BOOLS.items():
+        if key in m:
+            out[name] = _bool(doc, m, key, f"{base}.{key}", False)
+    for key, (name, minimum) in _MQTT_INTS.items():
+        if key in m:
+            out[name] = _int(doc, m, key, f"{base}.{key}", 0, minimum)
+            if name.endswith("port") and out[name] > 65535:
+                raise doc.error(f"{base}.{key}", "a port in 0..65535")
+    if "maxpacketsize" in m:
+        raw = m["maxpacketsize"]
+        try:
+            out["max_packet_size"] = raw if isinstance(raw, int) and not isinstance(raw, bool) else parse_quantity(raw)
+        except ValueError:
+            out["max_packet_size"] = 0
+        if not 0 < out["max_packet_size"] <= 268435455:
+            raise doc.error(f"{base}.maxPacketSize", "a size from 1 to 256Mi, like 1Mi or 65536")
+    if "sysinterval" in m:
+        out["sys_interval"] = _duration(doc, m, "sysinterval", f"{base}.sysInterval", "10s")
+    unknown = sorted(set(m) - set(_MQTT_STRINGS) - set(_MQTT_FILES) - set(_MQTT_BOOLS) - set(_MQTT_INTS)
+                     - {"maxpacketsize", "sysinterval"})
+    if unknown:
+        raise doc.error(f"{base}.{unknown[0]}", "a known setting (see the README's broker section)")
+    return out
 
 
 def _action(doc: _Doc, m: dict[str, Any], key: str, field: str, *, required: bool = False) -> str | None:

@@ -134,6 +134,11 @@ class Configuration:
     def api_denied(self) -> list[dict[str, str]]:
         return list(self.spec.get("api", {}).get("denied", ()))
 
+    @property
+    def mqtt(self) -> dict[str, Any]:
+        """``spec.mqtt`` as ``broker.options.BrokerOptions`` keyword arguments."""
+        return dict(self.spec.get("mqtt", {}))
+
 
 @dataclass(frozen=True, slots=True)
 class Resources:

@@ -9,6 +9,7 @@ once all of that is done.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -20,6 +21,9 @@ from ..api import all_endpoints
 from ..api.dispatch import Dispatcher
 from ..api.invoke import invoke_by_header
 from ..api.state import StateStoreBinding, key_prefix
+from ..broker.options import BrokerOptions
+from ..broker.server import BrokerServer
+from ..broker.store import StoreInUse
 from ..components import registry as component_registry
 from ..config.manifests import Configuration, Resources
 from ..server.client import HttpClientPool
@@ -56,6 +60,7 @@ class SidecarOptions:
     health: HealthCheck | None = None
     graceful_shutdown: float = 5.0
     data_dir: str = "~/.pillion/data"
+    mqtt_port: int | None = None  # None: spec.mqtt.port of the Configuration, else 1883
     api_token: str | None = None
     app_api_token: str | None = None
     namespace: str | None = None
@@ -80,6 +85,7 @@ class Sidecar:
         self.registry: HostRegistry | None = None
         self.entry: SidecarEntry | None = None
         self.pool: HttpClientPool | None = None
+        self.broker: BrokerServer | None = None
         self._stop = asyncio.Event()
         self.stop_reason = ""
 
@@ -106,6 +112,7 @@ class Sidecar:
         opts = self.options
         self._create_components()
 
+        await self._start_broker()
         self.pool = HttpClientPool(read_timeout=300.0)
         if opts.app_port:
             self.app = AppChannel(
@@ -167,6 +174,31 @@ class Sidecar:
                                     namespace=opts.namespace)
                 self.state_stores[component.name] = StateStoreBinding(component.name, instance, prefix)
 
+    async def _start_broker(self) -> None:
+        """The embedded MQTT broker; without its port or its store it still runs in process."""
+        opts = self.options
+        options = BrokerOptions(data_dir=os.path.expanduser(opts.data_dir))
+        if self.configuration is not None:
+            options = options.merged(**self.configuration.mqtt)
+        options = options.merged(port=opts.mqtt_port)
+        while True:
+            self.broker = BrokerServer(options)
+            try:
+                await self.broker.start()
+                break
+            except StoreInUse as exc:
+                log.warning("MQTT broker: %s; retained messages and sessions are kept in memory only", exc)
+                options = options.merged(persistence=False)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or not (options.port or options.tls_port):
+                    raise
+                log.warning("MQTT broker: port %d is in use; no MQTT listener, the broker runs in process only",
+                            options.port)
+                options = options.merged(port=0, tls_port=0)
+        ports = [s.getsockname()[1] for s in self.broker.sockets]
+        if ports:
+            self.extended["mqttPort"] = str(ports[0])
+
     def _update_ready(self) -> None:
         self.ready = not self.not_ready()
 
@@ -197,6 +229,8 @@ class Sidecar:
         if self.registry is not None and self.entry is not None:
             self.registry.unregister(self.entry)
         await asyncio.gather(*(s.shutdown(self.options.graceful_shutdown) for s in self.servers))
+        if self.broker is not None:
+            await self.broker.close()
         if self.app is not None:
             await self.app.close()
         for component in self.components.values():
