@@ -3,102 +3,25 @@
 from __future__ import annotations
 
 import os
-import queue
 import socket
-import sys
 import uuid
 
 import pytest
+from _mqtt import V5, V311, Client, client_pool, running_broker
 
-mqtt = pytest.importorskip("paho.mqtt.client")
-
-from pillion._testing import Process, free_port, wait_for  # noqa: E402
-
-V311, V5 = mqtt.MQTTv311, mqtt.MQTTv5
-
-
-def _can_connect(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
+from pillion._testing import wait_for
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("broker") / "broker.log"
-    proc = Process([sys.executable, "-m", "pillion", "broker", "--port", str(port), "--log-level", "debug"],
-                   log, env=dict(os.environ))
-    try:
-        wait_for(lambda: _can_connect(port), what="broker listening")
-        yield port
-        assert proc.proc.poll() is None, log.read_text()
-        assert "Traceback" not in log.read_text(), log.read_text()
-    finally:
-        proc.stop()
-
-
-class Client:
-    """A paho client on its own network thread; received messages land in a queue."""
-
-    def __init__(self, port: int, protocol: int, client_id: str | None = None, clean: bool = True,
-                 will: tuple | None = None, keepalive: int = 30):
-        self.messages: queue.Queue = queue.Queue()
-        self.subscribed: queue.Queue = queue.Queue()
-        self.client_id = client_id or f"t-{uuid.uuid4().hex[:8]}"
-        kwargs = {"clean_session": clean} if protocol == V311 else {}
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol, **kwargs)
-        self.c.on_message = lambda client, userdata, msg: self.messages.put(msg)
-        self.c.on_subscribe = lambda client, userdata, mid, codes, props: self.subscribed.put(codes)
-        if will:
-            self.c.will_set(*will)
-        connect_kwargs = {"keepalive": keepalive}
-        if protocol == V5:
-            from paho.mqtt.properties import Properties
-            from paho.mqtt.packettypes import PacketTypes
-
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = 0 if clean else 3600
-            connect_kwargs.update(clean_start=clean, properties=props)
-        self.c.connect("127.0.0.1", port, **connect_kwargs)
-        self.c.loop_start()
-        wait_for(self.c.is_connected, what=f"{self.client_id} connected")
-
-    def subscribe(self, topic: str, qos: int = 0):
-        self.c.subscribe(topic, qos)
-        return self.subscribed.get(timeout=5)
-
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False):
-        info = self.c.publish(topic, payload, qos=qos, retain=retain)
-        info.wait_for_publish(timeout=5)
-        assert info.is_published()
-
-    def get(self, timeout: float = 5.0):
-        return self.messages.get(timeout=timeout)
-
-    def nothing(self, timeout: float = 0.3) -> bool:
-        try:
-            self.messages.get(timeout=timeout)
-        except queue.Empty:
-            return True
-        return False
-
-    def close(self):
-        self.c.disconnect()
-        self.c.loop_stop()
+    with running_broker(tmp_path_factory.mktemp("broker")) as proc:
+        yield proc.port
 
 
 @pytest.fixture
 def clients():
-    made = []
-    yield made
-    for client in made:
-        try:
-            client.close()
-        except Exception:  # noqa: BLE001 - teardown of a client the test may have broken
-            pass
+    with client_pool() as made:
+        yield made
 
 
 @pytest.mark.parametrize("protocol", [V311, V5], ids=["3.1.1", "5.0"])
