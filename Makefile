@@ -1,13 +1,28 @@
 # Entry points the README names. PYTHON may point at a venv's interpreter.
 PYTHON ?= python3
 
-.PHONY: install install-test compile example test bench clean
+# Debian packages the tests and benches drive: mosquitto_pub/sub (MQTT clients written in
+# C), mosquitto (the reference broker of bench/bench_mqtt.py), openssl (TLS test
+# certificates), wrk (bench/bench_http.py).
+DEBIAN_PACKAGES = mosquitto mosquitto-clients openssl wrk
+
+.PHONY: install install-test system-deps compile example test bench clean
 
 install:
 	$(PYTHON) -m pip install --upgrade .
 
-install-test:
+install-test: system-deps
 	$(PYTHON) -m pip install --upgrade ".[test]"
+
+# Installs only what is missing; needs root (or sudo) only then.
+system-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if ! command -v apt-get >/dev/null; then echo "install these Debian packages:$$missing" >&2; exit 1; fi; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "apt-get install$$missing"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 # In-place build for working on ext/ from a source checkout (PYTHONPATH=src).
 compile:
