@@ -160,7 +160,7 @@ PAYLOADS = {
 }
 
 
-@VERSIONS
+@pytest.mark.parametrize("version", ["mqttv31", "mqttv311", "mqttv5"], ids=["3.1", "3.1.1", "5.0"])
 @pytest.mark.parametrize("qos", [0, 1, 2])
 @pytest.mark.parametrize("payload", list(PAYLOADS), ids=list(PAYLOADS))
 def test_mosquitto_pub_to_mosquitto_sub(broker, subs, version, qos, payload):

@@ -15,7 +15,6 @@ import logging
 import os
 import secrets
 import signal
-import ssl
 import time
 
 from .._version import __version__
@@ -30,7 +29,9 @@ TICK = 1.0  # seconds between broker ticks (delayed wills, session expiry)
 AUTH_CACHE_SIZE = 4096  # verified (username, password) pairs remembered, as keyed digests
 
 
-def tls_context(options: BrokerOptions) -> ssl.SSLContext:
+def tls_context(options: BrokerOptions):
+    import ssl  # about a megabyte of RSS; only brokers with a TLS listener pay it
+
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(options.cert_file, options.key_file)
     if options.ca_file:
