@@ -152,8 +152,10 @@ class Broker:
         client.expiry = expiry
         client.session = session
         client.username = session.username
-        if self.journal is not None and client.persistent:
-            if client.journal is None:
+        if self.journal is not None:
+            if not client.persistent:
+                client.forget_all()  # resumed with session expiry 0: it ends with this connection
+            elif client.journal is None:
                 client.persist(self.journal)
             else:
                 client.save()
@@ -225,6 +227,8 @@ class Broker:
         """
         self.advance(now)
         journal = self.journal = Journal(wall - now)
+        for op in restored.garbage:
+            journal.add(*op)
         for topic, (expires, message) in restored.retained.items():
             if expires:
                 if expires <= wall:
@@ -252,10 +256,12 @@ class Broker:
         client.username = record.get("user")
         client.inbound_qos2 = {int(packet_id) for packet_id in record["q2"]}
         journal, client.journal = client.journal, None  # re-subscribing must not write the record again
-        for name, qos, no_local, retain_as_published, retain_handling, identifier in record["subs"]:
-            self.subscribe(client, name, SubscriptionOptions(qos, no_local, retain_as_published, retain_handling),
-                           identifier)  # fmt: skip
-        client.journal = journal
+        try:
+            for name, qos, no_local, retain_as_published, retain_handling, identifier in record["subs"]:
+                self.subscribe(client, name, SubscriptionOptions(qos, no_local, retain_as_published, retain_handling),
+                               identifier)  # fmt: skip
+        finally:
+            client.journal = journal  # also on error: ``_discard`` must delete the record
         for seq, state, packet_id, expires, message in sorted(messages, key=lambda m: m[0]):
             client.next_seq = seq + 1
             if state == RELEASING:

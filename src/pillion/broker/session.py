@@ -604,8 +604,12 @@ class Session:
     def _acknowledge(self, ack, changes: int) -> None:
         """Send ``ack`` now, or once the journal batch holding this packet's changes is durable."""
         journal = self.broker.journal
-        if journal is not None and (len(journal.ops) > changes or self._held):
+        if journal is not None and len(journal.ops) > changes:
             self._held.append((journal.batch, ack))
+            journal.waiting.add(self)
+        elif self._held:
+            # Nothing of its own on disk: it waits only for the ack before it (same batch).
+            self._held.append((self._held[-1][0], ack))
             journal.waiting.add(self)
         else:
             self._send(ack)
@@ -629,14 +633,13 @@ class Session:
         inbound = client.inbound_qos2
         if packet.packet_id in inbound:
             inbound.discard(packet.packet_id)
-            if client.journal is None:
-                self._acknowledge(Pubcomp(packet.packet_id), 0)
-            else:
+            journal = self.broker.journal
+            changes = len(journal.ops) if journal is not None else 0
+            if client.journal is not None:
                 # The id may be reused only once its release is on disk, or a restart would
                 # take the next message with this id for a resend and drop it.
-                changes = len(client.journal.ops)
                 client.save()
-                self._acknowledge(Pubcomp(packet.packet_id), changes)
+            self._acknowledge(Pubcomp(packet.packet_id), changes)
         else:
             self._send(Pubcomp(packet.packet_id, RC_PACKET_ID_NOT_FOUND if self.level == 5 else 0))
 

@@ -88,8 +88,8 @@ def message_key(client_id: str, seq: int) -> bytes:
     return client_id.encode() + b"\0" + _SEQ.pack(seq)
 
 
-def _prefix(client_id: str) -> bytes:
-    return client_id.encode() + b"\0"
+def _bytes(key: str | bytes) -> bytes:
+    return key if isinstance(key, bytes) else key.encode()
 
 
 class Journal:
@@ -142,7 +142,8 @@ class StoredSession:
 class Restored:
     retained: dict[str, tuple[float, Publish]]
     sessions: dict[str, StoredSession]
-    damaged: int = 0  # records that could not be decoded (logged and skipped)
+    # Journal ops that delete what could not be decoded (logged; ``Broker.restore`` runs them).
+    garbage: list[tuple[int, bytes, None]] = field(default_factory=list)
 
 
 class StoreInUse(OSError):
@@ -193,15 +194,15 @@ class BrokerStore:
                     _, _, expires, message = decode_message(value)
                     restored.retained[key.decode()] = (expires, message)
                 except (ValueError, UnicodeDecodeError) as exc:
-                    restored.damaged += 1
-                    log.error("skipping damaged retained record %r: %s", key, exc)
+                    restored.garbage.append((DEL_RETAINED, key, None))
+                    log.error("deleting damaged retained record %r: %s", key, exc)
             for key, value in txn.cursor(self.sessions):
                 try:
                     client_id = key.decode()
                     restored.sessions[client_id] = StoredSession(client_id, orjson.loads(value))
                 except (ValueError, UnicodeDecodeError) as exc:
-                    restored.damaged += 1
-                    log.error("skipping damaged session record %r: %s", key, exc)
+                    restored.garbage.append((DEL_SESSION, key, None))
+                    log.error("deleting damaged session record %r and its messages: %s", key, exc)
             for key, value in txn.cursor(self.messages):
                 client_id, separator, seq = key[:-_SEQ.size - 1], key[-_SEQ.size - 1:-_SEQ.size], key[-_SEQ.size:]
                 stored = restored.sessions.get(client_id.decode(errors="replace"))
@@ -210,8 +211,8 @@ class BrokerStore:
                         raise ValueError("no session for this message")
                     stored.messages.append((_SEQ.unpack(seq)[0], *decode_message(value)))
                 except ValueError as exc:
-                    restored.damaged += 1
-                    log.error("skipping damaged message record %r: %s", key, exc)
+                    restored.garbage.append((DEL_MESSAGE, key, None))
+                    log.error("deleting damaged message record %r: %s", key, exc)
         return restored
 
     def apply(self, ops: Iterable[tuple]) -> None:
@@ -236,14 +237,14 @@ class BrokerStore:
             elif op == DEL_MESSAGE:
                 txn.delete(key, db=self.messages)
             elif op == PUT_RETAINED:
-                txn.put(key.encode(), value, db=self.retained)
+                txn.put(_bytes(key), value, db=self.retained)
             elif op == DEL_RETAINED:
-                txn.delete(key.encode(), db=self.retained)
+                txn.delete(_bytes(key), db=self.retained)
             elif op == PUT_SESSION:
-                txn.put(key.encode(), value, db=self.sessions)
+                txn.put(_bytes(key), value, db=self.sessions)
             elif op == DEL_SESSION:
-                txn.delete(key.encode(), db=self.sessions)
-                prefix = _prefix(key)
+                txn.delete(_bytes(key), db=self.sessions)
+                prefix = _bytes(key) + b"\0"
                 cursor = txn.cursor(self.messages)
                 if cursor.set_range(prefix):
                     while cursor.key().startswith(prefix):

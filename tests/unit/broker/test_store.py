@@ -103,7 +103,7 @@ def test_messages_without_a_session_and_damaged_records_are_skipped(store):
         (PUT_MESSAGE, message_key("c", 2), encode_message(Publish("t", b"ok", 1))),
     ])
     restored = store.load()
-    assert restored.damaged == 3
+    assert [op for op, _, _ in restored.garbage] == [DEL_SESSION, DEL_MESSAGE, DEL_MESSAGE]
     assert [m.payload for *_, m in restored.sessions["c"].messages] == [b"ok"]
 
 
@@ -184,3 +184,20 @@ def test_a_failed_commit_is_reported_not_raised(tmp_path):
         return failures
 
     assert asyncio.run(main()) == [({"session"}, lmdb.MapFullError)]
+
+
+def test_restore_deletes_what_could_not_be_decoded(store):
+    from pillion.broker.broker import Broker
+
+    store.apply([
+        (PUT_SESSION, "bad-json", b"{"),
+        (PUT_MESSAGE, message_key("bad-json", 1), encode_message(Publish("t", b"m", 1))),
+        (PUT_MESSAGE, message_key("orphan", 1), encode_message(Publish("t", b"m", 1))),
+    ])
+    broker = Broker()
+    broker.restore(store.load(), 0.0, 0.0)
+    store.apply(broker.journal.take()[0])
+    restored = store.load()
+    assert restored.garbage == [] and restored.sessions == {}
+    with store.env.begin() as txn:
+        assert txn.stat(store.messages)["entries"] == 0
