@@ -6,7 +6,6 @@ from __future__ import annotations
 import queue
 import signal
 import subprocess
-import sys
 import time
 import uuid
 
@@ -146,6 +145,31 @@ def test_tls_listener(tmp_path, certificate):
             sub.kill()
 
 
+def test_tls_client_certificates(tmp_path, certificate):
+    """With requireCertificate, a client without a certificate the CA signed cannot connect."""
+    cert, key = certificate
+    tls_port = free_port()
+    with running_broker(tmp_path, "--config", str(_config(tmp_path, f"""
+    tlsPort: {tls_port}
+    certFile: {cert}
+    keyFile: {key}
+    caFile: {cert}
+    requireCertificate: true"""))):
+        topic = _topic("mtls")
+        base = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(tls_port), "--cafile", str(cert), "-t", topic, "-m", "x"]
+        with_cert = subprocess.run([*base, "--cert", str(cert), "--key", str(key)], capture_output=True, timeout=10)
+        assert with_cert.returncode == 0, with_cert.stderr
+        without = subprocess.run(base, capture_output=True, timeout=10)
+        assert without.returncode != 0
+
+
+def _config(where, mqtt_section: str):
+    path = where / "config.yaml"
+    path.write_text("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: c}\nspec:\n  mqtt:"
+                    + mqtt_section + "\n")
+    return path
+
+
 def _published(client, topic: str, sub: subprocess.Popen) -> bool:
     client.publish(topic, b"over tls", qos=1).wait_for_publish(timeout=5)
     try:
@@ -265,13 +289,31 @@ def test_the_sidecar_runs_the_broker(tmp_path):
         topic = _topic("sidecar")
         sub = subprocess.Popen(["mosquitto_sub", "-p", str(port), "-t", topic, "-C", "1", "-W", "10"],
                                stdout=subprocess.PIPE, text=True)
-        wait_for(lambda: subprocess.run(["mosquitto_pub", "-p", str(port), "-t", topic, "-m", "hi", "-q", "1"],
-                                        check=True) and sub.poll() is not None, what="message through the sidecar")
+        wait_for(lambda: _mosquitto_pub(port, topic, "hi") and sub.poll() is not None,
+                 what="message through the sidecar")
         assert sub.stdout.read().strip() == "hi"
+        assert "Traceback" not in sidecar.output()
     finally:
-        sidecar.stop()
-    assert "Traceback" not in sidecar.output()
+        assert sidecar.stop() == 0
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
+def test_sidecars_sharing_a_port_and_a_data_dir(tmp_path):
+    """The second sidecar finds the MQTT port and the broker store taken, says so, and runs."""
+    port = free_port()
+    first = Sidecar(tmp_path, "first", "--mqtt-port", str(port))
+    second = None
+    try:
+        second = Sidecar(tmp_path, "second", "--mqtt-port", str(port))
+        wait_for(lambda: "is in use" in second.output(), what="the second sidecar's warnings")
+        log = second.output()
+        assert f"port {port} is in use" in log and "in use by another process" in log
+        assert _mosquitto_pub(port, _topic("shared"), "to the first")
+    finally:
+        if second is not None:
+            assert second.stop() == 0
+        assert first.stop() == 0
+
+
+def _mosquitto_pub(port: int, topic: str, message: str) -> bool:
+    subprocess.run(["mosquitto_pub", "-p", str(port), "-t", topic, "-m", message, "-q", "1"], check=True, timeout=10)
+    return True
