@@ -353,15 +353,8 @@ def report(rows: dict, extra: dict) -> list[dict]:
         print(f"{label:<10}{r['rps']:>10.0f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['cpu_us']:>12.1f}  {procs}")
     print()
 
-    checks: list[dict] = []
-
-    def check(label: str, value: float, fmt: str, target: str, ok: bool | None):
-        checks.append({"check": label, "value": value, "target": target, "pass": ok})
-        status = "" if ok is None else mark(ok)
-        print(f"{label:<40}{fmt.format(value):>12}   {target:<16}{status}")
-
-    print(f"{'ratio / figure':<40}{'value':>12}   {'target':<16}")
-    print("-" * 78)
+    checks = Checks(label_width=40)
+    check = checks.add
     r = hz["rps"] / raw["rps"]
     check("healthz / raw  req/s", r, "{:.2f}x", ">= 0.85x", r >= 0.85)
     r = hz["cpu_us"] / raw["cpu_us"]
@@ -390,8 +383,25 @@ def report(rows: dict, extra: dict) -> list[dict]:
     return checks
 
 
+class Checks(list):
+    """The PASS/MISS rows of a bench's summary (every bench uses it), printed as they come."""
+
+    def __init__(self, label_width: int = 42, target_width: int = 16) -> None:
+        super().__init__()
+        self.widths = (label_width, target_width)
+        print(f"{'ratio / figure':<{label_width}}{'value':>10}   {'target':<{target_width}}")
+        print("-" * 78)
+
+    def add(self, label: str, value: float | None, fmt: str, target: str, ok: bool | None, note: str = "") -> None:
+        """``ok`` None: a figure for information; ``value`` None: not measured, ``note`` says why."""
+        self.append({"check": label, "value": value, "target": target, "pass": ok, "note": note})
+        status = note if value is None else ("" if ok is None else mark(ok))
+        shown = "-" if value is None else fmt.format(value)
+        print(f"{label:<{self.widths[0]}}{shown:>10}   {target:<{self.widths[1]}}{status}")
+
+
 def print_summary(checks: list[dict]) -> None:
-    """The closing PASS/MISS line of a bench (bench_state.py uses it too)."""
+    """The closing PASS/MISS line of a bench."""
     missed = [c["check"] for c in checks if c["pass"] is False]
     print()
     print(f"{len([c for c in checks if c['pass']])} PASS, {len(missed)} MISS" + (f": {'; '.join(missed)}" if missed else ""))

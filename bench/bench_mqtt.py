@@ -348,16 +348,8 @@ def report(results: dict, idle: dict, peak: dict, ncpu: int) -> list[dict]:
     print(f"  ({ncpu} cpu(s); cpu% is CPU time / elapsed, 100 = one core; us/dlv = broker CPU per delivered message)")
     print()
 
-    checks: list[dict] = []
-
-    def check(label: str, value: float | None, fmt: str, target: str, ok: bool | None, note: str = ""):
-        checks.append({"check": label, "value": value, "target": target, "pass": ok, "note": note})
-        status = note if value is None else ("" if ok is None else b.mark(ok))
-        shown = "-" if value is None else fmt.format(value)
-        print(f"{label:<44}{shown:>10}   {target:<14}{status}")
-
-    print(f"{'ratio / figure':<44}{'value':>10}   {'target':<14}")
-    print("-" * 78)
+    checks = b.Checks(44, 14)
+    check = checks.add
     both = "pillion" in results and "mosquitto" in results
     if both:
         for p, m in zip(results["pillion"], results["mosquitto"]):

@@ -433,16 +433,8 @@ def report(rows: dict, refs: dict, lat: dict, notes: list[str]) -> list[dict]:
               f"{r['max_ms']:>9.3f}")
     print()
 
-    checks: list[dict] = []
-
-    def check(label: str, value: float | None, fmt: str, target: str, ok: bool | None, note: str = ""):
-        checks.append({"check": label, "value": value, "target": target, "pass": ok, "note": note})
-        status = note if value is None else ("" if ok is None else b.mark(ok))
-        shown = "-" if value is None else fmt.format(value)
-        print(f"{label:<42}{shown:>10}   {target:<16}{status}")
-
-    print(f"{'ratio / figure':<42}{'value':>10}   {'target':<16}")
-    print("-" * 78)
+    checks = b.Checks(42, 16)
+    check = checks.add
     get, post, raw = rows["get"], rows["post"], rows["raw"]
     r = get["rps"] / raw["rps"]
     check("get / raw req/s", r, "{:.2f}x", ">= 0.60x", r >= 0.60)

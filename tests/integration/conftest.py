@@ -1,4 +1,4 @@
-"""Fixtures that start real processes: sidecars (`python -m pillion ...`) and an echo app."""
+"""Fixtures that start real processes: sidecars (`python -m pillion ...`), an echo app, an MQTT broker."""
 
 from __future__ import annotations
 
@@ -49,3 +49,21 @@ def sidecar(tmp_path, processes):
 def store_type(request):
     """Each state store type: the state API tests run against every one."""
     return request.param
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """A `pillion broker` process shared by a test module: its port."""
+    from _mqtt import running_broker
+
+    with running_broker(tmp_path_factory.mktemp("broker")) as proc:
+        yield proc.port
+
+
+@pytest.fixture
+def clients():
+    """A list for the test's MQTT `Client`s; all are closed afterwards."""
+    from _mqtt import client_pool
+
+    with client_pool() as made:
+        yield made

@@ -7,21 +7,9 @@ import socket
 import uuid
 
 import pytest
-from _mqtt import V5, V311, Client, client_pool, running_broker
+from _mqtt import V5, V311, Client
 
 from pillion._testing import wait_for
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    with running_broker(tmp_path_factory.mktemp("broker")) as proc:
-        yield proc.port
-
-
-@pytest.fixture
-def clients():
-    with client_pool() as made:
-        yield made
 
 
 @pytest.mark.parametrize("protocol", [V311, V5], ids=["3.1.1", "5.0"])

@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from _mqtt import V5, V311, Client, client_pool, connect, publish, pubrel, read_packet, running_broker
+from _mqtt import V5, V311, Client, connect, publish, pubrel, read_packet
 
 pytestmark = [
     # `make test` installs them; under CI a missing tool must fail, not skip.
@@ -30,18 +30,6 @@ pytestmark = [
 
 VERSIONS = pytest.mark.parametrize("version", ["mqttv311", "mqttv5"], ids=["3.1.1", "5.0"])
 FORMAT = "MSG %t %q %r %x"
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    with running_broker(tmp_path_factory.mktemp("broker")) as proc:
-        yield proc.port
-
-
-@pytest.fixture
-def clients():
-    with client_pool() as made:
-        yield made
 
 
 class Message(tuple):

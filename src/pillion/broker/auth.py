@@ -34,6 +34,7 @@ import secrets
 import tempfile
 from typing import NamedTuple
 
+from ..config.files import read_text
 from ..errors import ConfigError
 from .topics import parse_filter, validate_filter
 
@@ -197,18 +198,6 @@ def _parse_hash(encoded: str) -> _Hash:
     return _Hash(scheme, params, salt, digest)
 
 
-def _read_text(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ConfigError(path, None, "(file)", f"a readable file ({exc.strerror or exc})") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(path, None, "(file)", f"UTF-8 text (bad byte at offset {exc.start})") from None
-
-
 def _content_lines(text: str):
     """``(line number, stripped line)`` for every line that is not blank or a comment.
 
@@ -241,7 +230,7 @@ class PasswordFile:
             ConfigError: the file is missing or unreadable, or a line (named by number)
                 is malformed, uses an unknown scheme or repeats a username.
         """
-        return cls.parse(_read_text(path), path)
+        return cls.parse(read_text(path), path)
 
     @classmethod
     def parse(cls, text: str, source: str = "<password file>") -> "PasswordFile":
@@ -536,7 +525,7 @@ class Acl:
             ConfigError: the file is missing or unreadable, or a line (named by number)
                 has an unknown keyword, a missing name or an invalid topic filter.
         """
-        return cls.parse(_read_text(path), path)
+        return cls.parse(read_text(path), path)
 
     @classmethod
     def parse(cls, text: str, source: str = "<acl file>") -> "Acl":

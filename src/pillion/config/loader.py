@@ -18,6 +18,7 @@ import yaml
 
 from ..errors import ConfigError
 from .durations import parse_duration, parse_quantity
+from .files import read_text
 from .manifests import (
     Component,
     Configuration,
@@ -76,15 +77,7 @@ class _Doc:
 
 def _read_documents(path: str) -> list[tuple[int, Any]]:
     """(index, data) for every non-empty document of ``path``; empty ones keep their index."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ConfigError(path, None, "(file)", f"a readable file ({exc.strerror or exc})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(path, None, "(yaml)", f"UTF-8 text (bad byte at offset {exc.start})") from None
+    text = read_text(path, "(yaml)")
     docs: list[tuple[int, Any]] = []
     index = 0
     try:
