@@ -393,6 +393,13 @@ def _subscription(doc: _Doc, spec: dict[str, Any], name: str, scopes: tuple[str,
             match = rule.get("match")
             if match is not None and not isinstance(match, str):
                 raise doc.error(f"spec.routes.rules[{i}].match", "a CEL expression string")
+            if match and match.strip():
+                from ..runtime.cel import CelError, compile as compile_cel
+
+                try:
+                    compile_cel(match)
+                except CelError as exc:
+                    raise doc.error(f"spec.routes.rules[{i}].match", f"a valid CEL expression: {exc}") from None
             path = _string(doc, rule, "path", f"spec.routes.rules[{i}].path", required=True)
             assert path is not None
             rules.append((match or "", path))
