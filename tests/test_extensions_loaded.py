@@ -52,6 +52,7 @@ def test_mqtt_codec_and_topic_trie_are_compiled():
     assert topics.validate_filter is ext_trie.validate_filter
     assert _impl.loaded()["mqttcodec"] == "compiled"
     assert _impl.loaded()["topictrie"] == "compiled"
+    assert __import__("pillion.cloudevents").cloudevents.envelope.__module__ == "pillion._ext.cloudevents"
 
 
 def test_no_extensions_selects_every_pure_twin():
