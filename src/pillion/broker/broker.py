@@ -338,16 +338,20 @@ class Broker:
 
     # -- routing ----------------------------------------------------------------------------
 
-    def route(self, message: Publish, sender: str | None) -> None:
-        """Store/clear the retained copy and deliver ``message`` to every subscriber."""
+    def route(self, message: Publish, sender: str | None) -> int:
+        """Store/clear the retained copy and deliver ``message`` to every subscriber.
+
+        Returns how many subscribers refused a QoS 1/2 copy because their queue was full:
+        the publisher is told (5.0 PUBACK 0x97, an error to an in-process publisher).
+        """
         self.messages_received += 1
-        self._route(message, sender, self.journal)
+        return self._route(message, sender, self.journal)
 
     def publish_internal(self, message: Publish) -> None:
         """A message from the broker itself (``$SYS``): not counted, never written to disk."""
         self._route(message, None, None)
 
-    def _route(self, message: Publish, sender: str | None, journal: Journal | None) -> None:
+    def _route(self, message: Publish, sender: str | None, journal: Journal | None) -> int:
         topic = message.topic
         properties = message.properties
         if properties:
@@ -391,15 +395,20 @@ class Broker:
                 if identifiers is None:
                     identifiers = {}
                 identifiers.setdefault(client_id, []).append(subscription.identifier)
+        refused = 0
         for client_id, (qos, retain_as_published) in best.items():
-            self._deliver(self.clients[client_id], message, qos, message.retain and retain_as_published,
-                          None if identifiers is None else identifiers.get(client_id))  # fmt: skip
+            refused += self._deliver(self.clients[client_id], message, qos, message.retain and retain_as_published,
+                                     None if identifiers is None else identifiers.get(client_id))  # fmt: skip
+        return refused
 
     def _deliver(self, client: ClientState, message: Publish, granted: int, retain: bool,
-                 identifiers: list[int] | None = None) -> None:
-        """Queue this receiver's own copy; ``identifiers``: its matching subscription identifiers."""
+                 identifiers: list[int] | None = None) -> bool:
+        """Queue this receiver's own copy; True when a QoS 1/2 copy was refused (queue full).
+
+        ``identifiers``: the receiver's matching subscription identifiers.
+        """
         if self.acl is not None and not self.acl.can_receive(client.client_id, client.username, message.topic):
-            return
+            return False
         properties = dict(message.properties)
         if identifiers:
             properties["subscription_identifier"] = identifiers
@@ -409,9 +418,8 @@ class Broker:
             copy = _copy(message, min(message.qos, granted), retain, properties)
         self.messages_sent += 1
         if client.session is not None:
-            client.session.deliver(copy)
-        elif copy.qos:
-            client.enqueue(copy, self.max_queued)
+            return not client.session.deliver(copy) and copy.qos > 0
+        return copy.qos > 0 and not client.enqueue(copy, self.max_queued)
 
 
 def _expiring(message: Publish, expires_at: float) -> ExpiringPublish:

@@ -19,6 +19,7 @@ import time
 
 from .._version import __version__
 from .broker import Broker
+from .local import LocalClient
 from .options import BrokerOptions
 from .packets import Publish
 from .protocol import MQTTProtocol
@@ -54,6 +55,7 @@ class BrokerServer:
             self.broker.passwords = PasswordFile.load(options.password_file) if options.password_file else None
             self.broker.acl = Acl.load(options.acl_file) if options.acl_file else None
         self.broker.anonymous = options.anonymous_allowed
+        self._durable_waiters: list[tuple[int, asyncio.Future]] = []  # (journal batch, publish)
         self._auth_key = secrets.token_bytes(32)
         self._verified: set[tuple[str, bytes]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -136,13 +138,47 @@ class BrokerServer:
             self._verified.add((username, digest))
         return allowed
 
+    def local_client(self, client_id: str, **options) -> LocalClient:
+        """An in-process client (``broker/local.py``); ``options`` go to ``LocalClient``."""
+        return LocalClient(self.broker, client_id, self.loop.time, **options)
+
+    async def publish(self, message: Publish, sender: str | None = None) -> None:
+        """Route ``message`` from inside the process; return once what it stored is durable.
+
+        Raises OSError when a subscriber's queue refused it or the store could not commit it.
+        """
+        journal = self.broker.journal
+        before = len(journal.ops) if journal is not None else 0
+        if self.broker.route(message, sender):
+            raise OSError("a subscriber's queue is full; publish again later")
+        if journal is not None and len(journal.ops) > before:
+            future = self.loop.create_future()
+            self._durable_waiters.append((journal.batch, future))
+            await future
+
+    def _settle_publishes(self, exc: BaseException | None) -> None:
+        durable = self.broker.journal.durable
+        waiting = []
+        for batch, future in self._durable_waiters:
+            if batch > durable:
+                waiting.append((batch, future))
+            elif future.done():
+                continue
+            elif exc is None:
+                future.set_result(None)
+            else:
+                future.set_exception(exc)
+        self._durable_waiters = waiting
+
     def _on_durable(self, sessions) -> None:
         for session in sessions:
             session.release_acks()
+        self._settle_publishes(None)
 
     def _on_failure(self, sessions, exc: BaseException) -> None:
         for session in sessions:
             session.abort(f"could not persist its messages: {exc}")
+        self._settle_publishes(OSError(f"the broker could not persist the message: {exc}"))
 
     def _tick(self) -> None:
         now = self.loop.time()
@@ -188,6 +224,39 @@ class BrokerServer:
         if self.persistence is not None:
             await self.persistence.close()
             self.persistence = None
+
+
+async def is_pillion_broker(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether ``host:port`` is a Pillion broker: its retained ``$SYS/broker/version`` says so."""
+    from . import codec
+    from .packets import Connect, Subscribe, SubscriptionOptions
+
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    try:
+        writer.write(codec.encode(Connect(keepalive=10, client_id=f"pillion-probe-{secrets.token_hex(4)}"), 4)
+                     + codec.encode(Subscribe(1, [("$SYS/broker/version", SubscriptionOptions(0))]), 4))
+        buffer = b""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            chunk = await asyncio.wait_for(reader.read(4096), max(remaining, 0.01))
+            if not chunk:
+                return False
+            buffer += chunk
+            while True:
+                packet, used = codec.decode(buffer, 4, 1 << 20)
+                if packet is None:
+                    break
+                buffer = buffer[used:]
+                if isinstance(packet, Publish):
+                    return packet.payload.startswith(b"pillion")
+    except (OSError, asyncio.TimeoutError, ValueError):
+        return False
+    finally:
+        writer.close()
 
 
 async def serve(options: BrokerOptions | None = None, **overrides) -> BrokerServer:

@@ -162,7 +162,8 @@ class ClientState:
     """What a client id keeps across connections (see the module docstring)."""
 
     __slots__ = ("client_id", "expiry", "subscriptions", "queue", "inflight", "inbound_qos2", "session", "username",
-                 "dropped", "expired", "journal", "seqs", "inflight_seqs", "next_seq", "_ids")  # fmt: skip
+                 "dropped", "expired", "max_queued", "journal", "seqs", "inflight_seqs", "next_seq",
+                 "_ids")  # fmt: skip
 
     def __init__(self, client_id: str) -> None:
         self.client_id = client_id
@@ -176,6 +177,7 @@ class ClientState:
         self.username: str | None = None  # of the latest connection (ACL checks while offline)
         self.dropped = 0  # refused by the queue policy, or too big for the client
         self.expired = 0  # message expiry interval ran out before sending
+        self.max_queued: int | None = None  # this client's own queue limit (the sidecar's subscriptions)
         # Set while this state is kept on disk (see the module docstring); ``seqs`` runs
         # beside ``queue`` (0: a QoS 0 message, not stored), ``inflight_seqs`` by packet id.
         self.journal: Journal | None = None
@@ -196,8 +198,11 @@ class ClientState:
         raise RuntimeError("no free packet id")  # unreachable: the window is far smaller
 
     def enqueue(self, message: Publish, max_queued: int) -> bool:
-        """Queue ``message`` under the drop policy; False when it was refused."""
-        if len(self.queue) >= max_queued:
+        """Queue ``message`` under the drop policy; False when it was refused.
+
+        ``max_queued`` is the broker's limit, unless this client has its own.
+        """
+        if len(self.queue) >= (self.max_queued or max_queued):
             for index, queued in enumerate(self.queue):
                 if queued.qos == 0:
                     del self.queue[index]
@@ -569,6 +574,7 @@ class Session:
         journal = self.broker.journal
         changes = len(journal.ops) if journal is not None else 0
         allowed = self._may_publish(packet.topic)
+        refused = 0
         if packet.qos == 2:
             client = self.client
             inbound = client.inbound_qos2
@@ -580,16 +586,25 @@ class Session:
                     inbound.add(packet.packet_id)
                     if client.journal is not None:
                         client.save()
-                    self.broker.route(packet, self.client_id)
+                    refused = self.broker.route(packet, self.client_id)
             # else: a resend of a message already routed; exactly once means not again.
-            self._acknowledge(Pubrec(packet.packet_id, 0 if allowed or self.level != 5 else RC_NOT_AUTHORIZED),
-                              changes)  # fmt: skip
+            self._acknowledge(Pubrec(packet.packet_id, self._reason(allowed, refused)), changes)
             return
         if allowed:
-            self.broker.route(packet, self.client_id)
+            refused = self.broker.route(packet, self.client_id)
         if packet.qos == 1:
-            self._acknowledge(Puback(packet.packet_id, 0 if allowed or self.level != 5 else RC_NOT_AUTHORIZED),
-                              changes)  # fmt: skip
+            self._acknowledge(Puback(packet.packet_id, self._reason(allowed, refused)), changes)
+
+    def _reason(self, allowed: bool, refused: int) -> int:
+        """A 5.0 PUBACK/PUBREC reason: not authorized, or some subscriber's queue was full.
+
+        A 3.1.1 acknowledgement cannot say either.
+        """
+        if self.level != 5:
+            return 0
+        if not allowed:
+            return RC_NOT_AUTHORIZED
+        return RC_QUOTA_EXCEEDED if refused else 0
 
     def _may_publish(self, topic: str) -> bool:
         """Clients may not write ``$SYS`` topics, nor what the ACL file denies them.
@@ -717,11 +732,15 @@ class Session:
 
     # -- outbound -------------------------------------------------------------------------
 
-    def deliver(self, message: Publish) -> None:
-        """Queue a routed message (``qos`` already the granted one) and send what fits."""
+    def deliver(self, message: Publish) -> bool:
+        """Queue a routed message (``qos`` already the granted one) and send what fits.
+
+        False when the queue refused it (see the module docstring).
+        """
         if not self.client.enqueue(message, self.broker.max_queued):
-            return
+            return False
         self.pump()
+        return True
 
     def pump(self) -> None:
         """Move queued messages to the wire while the window and the transport allow."""

@@ -270,6 +270,20 @@ def test_queue_bound_drops_oldest_qos0_then_refuses():
 
 
 @pytest.mark.parametrize("level", [4, 5])
+def test_a_refused_copy_is_reported_to_a_5_0_publisher(level):
+    """The queue is full: a 5.0 publisher's PUBACK says 0x97 (quota exceeded); 3.1.1 cannot be told."""
+    broker = Broker(max_queued=1)
+    sub, pub = Client(broker, 4), Client(broker, level)
+    sub.connect("s")
+    pub.connect("p")
+    sub.subscribe("t", qos=1)
+    sub.session.pause_writing()
+    assert pub.send(Publish("t", b"a", qos=1, packet_id=1)) == [Puback(1, 0)]
+    assert pub.send(Publish("t", b"b", qos=1, packet_id=2)) == [Puback(2, 0x97 if level == 5 else 0)]
+    assert broker.route(Publish("t", b"c", qos=1), None) == 1
+
+
+@pytest.mark.parametrize("level", [4, 5])
 def test_persistent_session_queues_and_redelivers(broker, level):
     props = {"session_expiry_interval": 3600} if level == 5 else {}
     sub, pub = Client(broker, level), Client(broker, level)
