@@ -17,6 +17,9 @@ from ..errors import ConfigError
 BUILTIN: dict[str, str] = {
     "state.in-memory": "pillion.components.state.memory:MemoryStateStore",
     "state.lmdb": "pillion.components.state.lmdb:LmdbStateStore",
+    "pubsub.in-memory": "pillion.components.pubsub.memory:MemoryPubSub",
+    "pubsub.mqtt": "pillion.components.pubsub.mqtt:create",
+    "pubsub.mqtt3": "pillion.components.pubsub.mqtt:create",  # Dapr's name for the same component
 }
 
 # What `pillion init` writes into the resources folder: file name -> Dapr YAML.
@@ -35,6 +38,19 @@ spec:
     value: fsync
   - name: actorStateStore
     value: "true"
+""",
+    "pubsub.yaml": """\
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: pubsub
+spec:
+  type: pubsub.mqtt
+  version: v1
+  metadata:
+  # No url: the broker embedded in the sidecar, its queues kept in LMDB under the data directory.
+  - name: qos
+    value: "1"
 """,
 }
 
@@ -70,9 +86,12 @@ class Context:
     app_id: str
     data_dir: str
     namespace: str | None = None
+    instance: str = "0"  # tells replicas of one app id on one host apart (the HTTP port)
+    broker: object | None = None  # the embedded broker.server.BrokerServer
+    shared_broker_url: str | None = None  # another Pillion's broker on this host, used instead
 
 
 def create(component: Component, context: Context):
-    """Instantiate a checked component; its constructor raises ConfigError for bad metadata."""
-    module, _, cls = BUILTIN[component.type].partition(":")
-    return getattr(importlib.import_module(module), cls)(component, context)
+    """Instantiate a checked component; its factory raises ConfigError for bad metadata."""
+    module, _, factory = BUILTIN[component.type].partition(":")
+    return getattr(importlib.import_module(module), factory)(component, context)
