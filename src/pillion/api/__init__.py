@@ -22,6 +22,7 @@ class Endpoint:
 
 
 def all_endpoints() -> tuple[Endpoint, ...]:
-    from . import health, invoke, metadata, shutdown, state
+    from . import health, invoke, metadata, pubsub, shutdown, state
 
-    return health.ENDPOINTS + metadata.ENDPOINTS + shutdown.ENDPOINTS + state.ENDPOINTS + invoke.ENDPOINTS
+    return (health.ENDPOINTS + metadata.ENDPOINTS + shutdown.ENDPOINTS + state.ENDPOINTS + pubsub.ENDPOINTS
+            + invoke.ENDPOINTS)

@@ -22,7 +22,7 @@ from ..api.dispatch import Dispatcher
 from ..api.invoke import invoke_by_header
 from ..api.state import StateStoreBinding, key_prefix
 from ..broker.options import BrokerOptions
-from ..broker.server import BrokerServer
+from ..broker.server import BrokerServer, is_pillion_broker
 from ..broker.store import StoreInUse
 from ..components import registry as component_registry
 from ..config.manifests import Configuration, Resources
@@ -32,6 +32,7 @@ from .acl import AccessControl
 from .app_channel import AppChannel, HealthCheck
 from .invocation import Invoker
 from .nameresolution import ChainResolver, HostRegistryResolver, StaticResolver
+from .pubsub import PubSubBinding, Subscriptions
 from .registry import HostRegistry, SidecarEntry
 
 log = logging.getLogger("pillion.runtime.sidecar")
@@ -86,6 +87,9 @@ class Sidecar:
         self.entry: SidecarEntry | None = None
         self.pool: HttpClientPool | None = None
         self.broker: BrokerServer | None = None
+        self.shared_broker_url: str | None = None  # another Pillion's broker, when it holds our MQTT port
+        self.pubsubs: dict[str, PubSubBinding] = {}
+        self.subscriptions = Subscriptions(self)
         self._stop = asyncio.Event()
         self.stop_reason = ""
 
@@ -110,9 +114,11 @@ class Sidecar:
         if self.resources is None:
             self.load()
         opts = self.options
-        self._create_components()
-
         await self._start_broker()
+        self._create_components()
+        for binding in self.pubsubs.values():
+            await binding.component.start()
+
         self.pool = HttpClientPool(read_timeout=300.0)
         if opts.app_port:
             self.app = AppChannel(
@@ -155,6 +161,7 @@ class Sidecar:
         )
         if self.app is not None:
             self.app.start()
+        self.subscriptions.start()
         self.outbound_ready = True
         self._update_ready()
         log.info(
@@ -164,7 +171,10 @@ class Sidecar:
 
     def _create_components(self) -> None:
         opts = self.options
-        context = component_registry.Context(opts.app_id, os.path.expanduser(opts.data_dir), opts.namespace)
+        context = component_registry.Context(
+            opts.app_id, os.path.expanduser(opts.data_dir), opts.namespace, instance=str(opts.http_port),
+            broker=self.broker, shared_broker_url=self.shared_broker_url,
+        )
         for component in self.resources.components:
             instance = self.components[component.name] = component_registry.create(component, context)
             if component.type.startswith("state."):
@@ -173,6 +183,9 @@ class Sidecar:
                 prefix = key_prefix(metadata.get("keyprefix"), app_id=opts.app_id, store=component.name,
                                     namespace=opts.namespace)
                 self.state_stores[component.name] = StateStoreBinding(component.name, instance, prefix)
+            elif component.type.startswith("pubsub."):
+                self.pubsubs[component.name] = PubSubBinding(component.name, instance, component.metadata_dict(),
+                                                             opts.app_id)  # fmt: skip
 
     async def _start_broker(self) -> None:
         """The embedded MQTT broker; without its port or its store it still runs in process."""
@@ -192,8 +205,13 @@ class Sidecar:
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE or not (options.port or options.tls_port):
                     raise
-                log.warning("MQTT broker: port %d is in use; no MQTT listener, the broker runs in process only",
-                            options.port)
+                if options.port and await is_pillion_broker("127.0.0.1", options.port):
+                    self.shared_broker_url = f"tcp://127.0.0.1:{options.port}"
+                    log.info("MQTT port %d belongs to another Pillion on this host: pub/sub uses its broker",
+                             options.port)
+                else:
+                    log.warning("MQTT broker: port %d is in use; no MQTT listener, the broker runs in process only",
+                                options.port)
                 options = options.merged(port=0, tls_port=0)
         ports = [s.getsockname()[1] for s in self.broker.sockets]
         if ports:
@@ -228,6 +246,7 @@ class Sidecar:
         """Graceful drain: stop listening, finish in-flight requests, close components."""
         if self.registry is not None and self.entry is not None:
             self.registry.unregister(self.entry)
+        await self.subscriptions.stop(self.options.graceful_shutdown)
         await asyncio.gather(*(s.shutdown(self.options.graceful_shutdown) for s in self.servers))
         if self.broker is not None:
             await self.broker.close()
@@ -261,7 +280,7 @@ class Sidecar:
             "actors": [],
             "components": components,
             "extended": {"daprRuntimeVersion": __version__, "runtime": "pillion", **self.extended},
-            "subscriptions": [],
+            "subscriptions": [subscription.describe() for subscription in self.subscriptions.active],
             "httpEndpoints": [{"name": e.name} for e in self.resources.http_endpoints],
             "actorRuntime": {"runtimeStatus": "DISABLED", "hostReady": False, "placement": ""},
         }
@@ -282,8 +301,10 @@ class Sidecar:
 
 def _capabilities(component) -> list[str]:
     """Dapr's capability strings (ETAG, TRANSACTIONAL, ...) for the metadata API."""
-    features = getattr(component, "features", None)
-    return sorted(str(f) for f in features()) if features is not None else []
+    features = getattr(component, "features", None)  # a method on state stores, a set on pub/subs
+    if callable(features):
+        features = features()
+    return sorted(str(f) for f in features) if features is not None else []
 
 
 def _duration(seconds: float) -> str:

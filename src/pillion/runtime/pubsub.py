@@ -1,0 +1,480 @@
+"""Subscriptions and delivery to the app: Dapr's pub/sub runtime on any ``PubSub`` component.
+
+Start-up follows Dapr, with one change: nothing is taken from a broker before the app
+is healthy and its subscriptions are known (daprd drops what arrives earlier). Then
+``GET /dapr/subscribe`` (programmatic) and the Subscription resources (declarative)
+give, per (pubsub, topic), routing rules, a dead-letter topic, raw payload and bulk
+settings; each topic is subscribed once with one handler.
+
+The handler turns a broker message into one POST to the app and the app's answer into
+an ``Outcome`` (Dapr's table: 2xx SUCCESS or empty, RETRY, DROP, 404 drops, anything
+else retries). A retry waits first (exponential back-off, 0.5 s doubling to 30 s); after
+``DEAD_LETTER_AFTER`` attempts a subscription with a dead-letter topic sends the
+message there, one without keeps it and tries again, so nothing is lost (daprd hands it
+back to the component). DROP and unroutable messages go to the dead-letter topic when
+there is one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import orjson
+
+from .. import cloudevents
+from ..components.pubsub import Message, Outcome, PubSub, SubscribeOptions
+from ..server.client import ClientError
+from .app_channel import AppUnavailable
+from .cel import CelError
+from .cel import compile as compile_cel
+
+log = logging.getLogger("pillion.runtime.pubsub")
+
+DEAD_LETTER_AFTER = 5  # attempts before a failing message goes to the dead-letter topic
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 30.0
+DELIVERY_TIMEOUT = 60.0  # seconds the app has to answer one delivery
+DEFAULT_IN_FLIGHT = 32  # deliveries to the app at once per pubsub, unless --app-max-concurrency says
+_CLOUDEVENTS = [(b"Content-Type", b"application/cloudevents+json")]
+
+
+def _scopes(text: str | None) -> dict[str, set[str]]:
+    """Dapr's ``app1=t1,t2;app2=`` lists (publishingScopes, subscriptionScopes)."""
+    scopes: dict[str, set[str]] = {}
+    for part in (text or "").split(";"):
+        app, _, topics = part.partition("=")
+        if app.strip():
+            scopes[app.strip()] = {t.strip() for t in topics.split(",") if t.strip()}
+    return scopes
+
+
+def _topics(text: str | None) -> set[str] | None:
+    if not text:
+        return None
+    return {t.strip() for t in text.split(",") if t.strip()}
+
+
+class PubSubBinding:
+    """A configured pub/sub as the runtime sees it: the component, its topic scopes, its group."""
+
+    def __init__(self, name: str, component: PubSub, metadata: dict[str, str], app_id: str) -> None:
+        lowered = {k.lower(): v for k, v in metadata.items()}
+        self.name = name
+        self.component = component
+        self.consumer_group = lowered.get("consumerid") or app_id
+        self.publishing = _scopes(lowered.get("publishingscopes"))
+        self.subscribing = _scopes(lowered.get("subscriptionscopes"))
+        self.allowed = _topics(lowered.get("allowedtopics"))
+        self.protected = _topics(lowered.get("protectedtopics")) or set()
+
+    def may_publish(self, app_id: str, topic: str) -> bool:
+        return self._granted(self.publishing, app_id, topic)
+
+    def may_subscribe(self, app_id: str, topic: str) -> bool:
+        return self._granted(self.subscribing, app_id, topic)
+
+    def _granted(self, scopes: dict[str, set[str]], app_id: str, topic: str) -> bool:
+        granted = scopes.get(app_id)
+        if granted is not None:
+            return topic in granted
+        if topic in self.protected:
+            return False
+        return self.allowed is None or topic in self.allowed
+
+
+@dataclass
+class TopicSubscription:
+    pubsubname: str
+    topic: str
+    rules: list[tuple[str, str]]  # (CEL match, path); "" matches everything
+    default_route: str | None
+    metadata: dict[str, str]
+    dead_letter_topic: str | None
+    bulk: dict | None
+    kind: str  # DECLARATIVE or PROGRAMMATIC
+    compiled: list = field(default_factory=list)  # [(Program | None, path)]
+
+    @property
+    def raw(self) -> bool:
+        return str(self.metadata.get("rawPayload", "")).lower() == "true"
+
+    def compile(self) -> None:
+        """Raises CelError for a bad match expression."""
+        self.compiled = [(compile_cel(match) if match.strip() else None, path) for match, path in self.rules]
+        if self.default_route:
+            self.compiled.append((None, self.default_route))
+
+    def route(self, event: dict) -> str | None:
+        for program, path in self.compiled:
+            if program is None or program.evaluate({"event": event}):
+                return path
+        return None
+
+    def describe(self) -> dict:
+        """The metadata API's entry."""
+        rules = [{"match": match, "path": path} for match, path in self.rules]
+        if self.default_route:
+            rules.append({"match": "", "path": self.default_route})
+        out = {"pubsubname": self.pubsubname, "topic": self.topic, "metadata": self.metadata,
+               "rules": {"rules": rules}, "type": self.kind}  # fmt: skip
+        if self.dead_letter_topic:
+            out["deadLetterTopic"] = self.dead_letter_topic
+        return out
+
+
+def from_json(entry) -> TopicSubscription:
+    """One entry of the app's ``GET /dapr/subscribe`` answer; ValueError when unusable."""
+    if not isinstance(entry, dict):
+        raise ValueError("not an object")
+    fields = {k.lower(): v for k, v in entry.items()}
+    pubsub, topic = fields.get("pubsubname"), fields.get("topic")
+    if not isinstance(pubsub, str) or not pubsub or not isinstance(topic, str) or not topic:
+        raise ValueError("pubsubname and topic are required")
+    rules: list[tuple[str, str]] = []
+    default = fields.get("route") if isinstance(fields.get("route"), str) else None
+    routes = fields.get("routes")
+    if isinstance(routes, dict):
+        for rule in routes.get("rules") or []:
+            if isinstance(rule, dict) and isinstance(rule.get("path"), str):
+                rules.append((str(rule.get("match") or ""), rule["path"]))
+        if isinstance(routes.get("default"), str) and routes["default"]:
+            default = routes["default"]
+    if not rules and not default:
+        raise ValueError("no route")
+    metadata = fields.get("metadata") if isinstance(fields.get("metadata"), dict) else {}
+    dead_letter = fields.get("deadlettertopic") if isinstance(fields.get("deadlettertopic"), str) else None
+    bulk = fields.get("bulksubscribe") if isinstance(fields.get("bulksubscribe"), dict) else None
+    return TopicSubscription(pubsub, topic, rules, default, {str(k): str(v) for k, v in metadata.items()},
+                             dead_letter or None, bulk, "PROGRAMMATIC")  # fmt: skip
+
+
+def from_resource(resource) -> TopicSubscription:
+    return TopicSubscription(resource.pubsubname, resource.topic, list(resource.routes), resource.default_route,
+                             dict(resource.metadata), resource.dead_letter_topic, resource.bulk_subscribe,
+                             "DECLARATIVE")  # fmt: skip
+
+
+def _outcome(status: int, body: bytes) -> Outcome:
+    """Dapr's reading of the app's answer to one delivery (postman/http)."""
+    if status == 404:
+        return Outcome.DROP
+    if not 200 <= status < 300:
+        return Outcome.RETRY
+    try:
+        answer = orjson.loads(body) if body.strip() else None
+    except orjson.JSONDecodeError:
+        return Outcome.SUCCESS
+    value = answer.get("status") if isinstance(answer, dict) else None
+    if value is None or value == "" or (isinstance(value, str) and value.upper() == "SUCCESS"):
+        return Outcome.SUCCESS
+    if isinstance(value, str) and value.upper() == "DROP":
+        return Outcome.DROP
+    return Outcome.RETRY
+
+
+def backoff(attempts: int) -> float:
+    return min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** max(0, attempts - 1))
+
+
+class Subscriptions:
+    """The sidecar's subscriptions: discovery, the handlers, graceful stop."""
+
+    def __init__(self, sidecar) -> None:
+        self.sidecar = sidecar
+        self.active: list[TopicSubscription] = []
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        if self.sidecar.pubsubs and self.sidecar.app is not None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        elif self.sidecar.resources.subscriptions:
+            log.warning("subscriptions are declared but there is no app channel (--app-port): nothing is delivered")
+
+    async def _run(self) -> None:
+        app = self.sidecar.app
+        await app.ready.wait()
+        while not app.healthy:
+            await asyncio.sleep(0.5)
+        found = {(s.pubsubname, s.topic): s for s in await self._discover()}
+        for resource in self.sidecar.resources.subscriptions:
+            if not resource.scopes or self.sidecar.app_id in resource.scopes:
+                found[(resource.pubsubname, resource.topic)] = from_resource(resource)
+        by_pubsub: dict[str, set[str]] = {}
+        for subscription in found.values():
+            if self._accept(subscription):
+                self.active.append(subscription)
+                by_pubsub.setdefault(subscription.pubsubname, set()).add(subscription.topic)
+        for name, binding in self.sidecar.pubsubs.items():
+            options = self._options(binding)
+            for subscription in self.active:
+                if subscription.pubsubname == name:
+                    await binding.component.subscribe(subscription.topic, self._handler(subscription, binding),
+                                                      options)  # fmt: skip
+            await binding.component.unsubscribe_others(by_pubsub.get(name, set()), options)
+        if self.active:
+            log.info("subscribed: %s", ", ".join(f"{s.pubsubname}/{s.topic}" for s in self.active))
+
+    def _options(self, binding: PubSubBinding) -> SubscribeOptions:
+        concurrency = self.sidecar.options.app_max_concurrency
+        return SubscribeOptions(group=binding.consumer_group,
+                                max_in_flight=concurrency if concurrency > 0 else DEFAULT_IN_FLIGHT)
+
+    def _accept(self, subscription: TopicSubscription) -> bool:
+        binding = self.sidecar.pubsubs.get(subscription.pubsubname)
+        where = f"subscription to {subscription.pubsubname}/{subscription.topic}"
+        if binding is None:
+            log.warning("%s: no pubsub named %r; ignored", where, subscription.pubsubname)
+            return False
+        if not binding.may_subscribe(self.sidecar.app_id, subscription.topic):
+            log.warning("%s: not allowed for app id %r by the component's scopes; ignored", where,
+                        self.sidecar.app_id)
+            return False
+        try:
+            subscription.compile()
+        except CelError as exc:
+            log.error("%s: bad match expression: %s; ignored", where, exc)
+            return False
+        return True
+
+    async def _discover(self) -> list[TopicSubscription]:
+        """The app's programmatic subscriptions: 200 with a JSON array; 404 means none."""
+        headers = [(b"dapr-app-id", self.sidecar.app_id.encode())]
+        for attempt in range(5):
+            try:
+                response = await self.sidecar.app.call("GET", "/dapr/subscribe", headers, b"", timeout=10.0)
+                break
+            except (AppUnavailable, ClientError) as exc:
+                log.warning("GET /dapr/subscribe failed (%s); trying again", exc)
+                await asyncio.sleep(backoff(attempt + 1))
+        else:
+            log.error("GET /dapr/subscribe failed five times; no programmatic subscriptions")
+            return []
+        if response.status == 404:
+            return []
+        if response.status != 200:
+            log.error("GET /dapr/subscribe answered %d; no programmatic subscriptions", response.status)
+            return []
+        try:
+            entries = orjson.loads(response.body)
+        except orjson.JSONDecodeError as exc:
+            log.error("GET /dapr/subscribe: not JSON (%s); no programmatic subscriptions", exc)
+            return []
+        if not isinstance(entries, list):
+            log.error("GET /dapr/subscribe: not a JSON array; no programmatic subscriptions")
+            return []
+        out = []
+        for index, entry in enumerate(entries):
+            try:
+                out.append(from_json(entry))
+            except ValueError as exc:
+                log.warning("GET /dapr/subscribe entry %d ignored: %s", index, exc)
+        return out
+
+    # -- delivery -----------------------------------------------------------------------
+
+    def _handler(self, subscription: TopicSubscription, binding: PubSubBinding):
+        if subscription.bulk and subscription.bulk.get("enabled"):
+            return BulkDelivery(self, subscription, binding).handle
+
+        async def handle(message: Message) -> Outcome:
+            self._begin()
+            try:
+                return await self._deliver(subscription, binding, message)
+            finally:
+                self._end()
+
+        return handle
+
+    def _begin(self) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+
+    def _end(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self._idle.set()
+
+    def event(self, subscription: TopicSubscription, binding: PubSubBinding, message: Message
+              ) -> tuple[bytes, dict] | None:
+        """The CloudEvent to deliver (bytes and parsed), or None when the message is not one."""
+        if subscription.raw:
+            data = cloudevents.raw(message.data, id=str(uuid.uuid4()), topic=message.topic, pubsubname=binding.name)
+            return data, cloudevents.parse(data)
+        try:
+            return message.data, cloudevents.parse(message.data)
+        except cloudevents.EnvelopeError:
+            return None
+
+    async def _deliver(self, subscription: TopicSubscription, binding: PubSubBinding, message: Message) -> Outcome:
+        prepared = self.event(subscription, binding, message)
+        if prepared is None:
+            log.error("%s/%s: a message that is not a CloudEvent (use rawPayload for plain payloads)",
+                      binding.name, message.topic)
+            return await self.dead_letter(subscription, binding, message, Outcome.DROP)
+        body, event = prepared
+        if cloudevents.expired(event, time.time()):
+            log.warning("%s/%s: event %s expired; dropped", binding.name, message.topic, event.get("id"))
+            return await self.dead_letter(subscription, binding, message, Outcome.DROP)
+        path = subscription.route(event)
+        if path is None:
+            return await self.dead_letter(subscription, binding, message, Outcome.DROP)
+        headers = list(_CLOUDEVENTS)
+        traceparent = event.get("traceparent")
+        if isinstance(traceparent, str) and traceparent:
+            headers.append((b"traceparent", traceparent.encode()))
+        headers.extend((k.encode(), v.encode()) for k, v in message.metadata.items() if _header_safe(k, v))
+        try:
+            response = await self.sidecar.app.call("POST", _target(path), headers, body, timeout=DELIVERY_TIMEOUT)
+            outcome = _outcome(response.status, response.body)
+            if response.status == 404:
+                log.error("%s/%s: the app answered 404 for %s; message dropped", binding.name, message.topic, path)
+                return Outcome.DROP
+        except (AppUnavailable, ClientError) as exc:
+            log.warning("%s/%s: delivery to %s failed: %s", binding.name, message.topic, path, exc)
+            outcome = Outcome.RETRY
+        return await self.settle(subscription, binding, message, outcome)
+
+    async def settle(self, subscription: TopicSubscription, binding: PubSubBinding, message: Message,
+                     outcome: Outcome) -> Outcome:
+        """RETRY waits, then goes to the dead-letter topic once the attempts are used up."""
+        if outcome is Outcome.SUCCESS:
+            return outcome
+        if outcome is Outcome.DROP:
+            log.warning("%s/%s: the app dropped a message", binding.name, message.topic)
+            return await self.dead_letter(subscription, binding, message, Outcome.DROP)
+        message.attempts += 1
+        if subscription.dead_letter_topic and message.attempts >= DEAD_LETTER_AFTER:
+            return await self.dead_letter(subscription, binding, message, Outcome.RETRY)
+        await asyncio.sleep(backoff(message.attempts))
+        return Outcome.RETRY
+
+    async def dead_letter(self, subscription: TopicSubscription, binding: PubSubBinding, message: Message,
+                          otherwise: Outcome) -> Outcome:
+        """Publish the original bytes to the dead-letter topic; ``otherwise`` when there is none."""
+        topic = subscription.dead_letter_topic
+        if not topic:
+            return otherwise
+        try:
+            await binding.component.publish(topic, message.data, dict(message.metadata))
+        except Exception as exc:  # the message stays unacknowledged and is tried again
+            log.error("%s/%s: dead-letter publish to %s failed: %s", binding.name, message.topic, topic, exc)
+            await asyncio.sleep(backoff(message.attempts + 1))
+            return Outcome.RETRY
+        log.warning("%s/%s: message sent to dead-letter topic %s", binding.name, message.topic, topic)
+        return Outcome.SUCCESS
+
+    async def stop(self, grace: float) -> None:
+        """Take no new messages; let deliveries in flight finish within ``grace`` seconds."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        for binding in self.sidecar.pubsubs.values():
+            await binding.component.stop_delivery()
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except asyncio.TimeoutError:
+            log.warning("%d deliveries still in flight after %.1f s; they will be redelivered", self.in_flight, grace)
+
+
+def _target(path: str) -> str:
+    return path if path.startswith("/") else "/" + path
+
+
+def _header_safe(name: str, value: str) -> bool:
+    return name.isascii() and value.isascii() and "\r" not in value and "\n" not in value and ":" not in name
+
+
+class BulkDelivery:
+    """``bulkSubscribe``: messages gathered up to maxMessagesCount or maxAwaitDurationMs, one POST."""
+
+    def __init__(self, runtime: Subscriptions, subscription: TopicSubscription, binding: PubSubBinding) -> None:
+        self.runtime = runtime
+        self.subscription = subscription
+        self.binding = binding
+        settings = {k.lower(): v for k, v in (subscription.bulk or {}).items()}
+        self.max_count = max(1, int(settings.get("maxmessagescount") or 100))
+        self.max_wait = max(0, int(settings.get("maxawaitdurationms") or 1000)) / 1000
+        self._pending: list[tuple[Message, asyncio.Future]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def handle(self, message: Message) -> Outcome:
+        self.runtime._begin()
+        try:
+            future = asyncio.get_running_loop().create_future()
+            self._pending.append((message, future))
+            if len(self._pending) >= self.max_count:
+                self._flush()
+            elif self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(self.max_wait, self._flush)
+            outcome = await future
+            return await self.runtime.settle(self.subscription, self.binding, message, outcome)
+        finally:
+            self.runtime._end()
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._pending = self._pending, []
+        if batch:
+            asyncio.get_running_loop().create_task(self._post(batch))
+
+    async def _post(self, batch: list[tuple[Message, asyncio.Future]]) -> None:
+        """One POST per route among the batch's events; each entry's status settles its message."""
+        subscription, binding = self.subscription, self.binding
+        by_path: dict[str, list[dict]] = {}
+        outcomes: dict[str, Outcome] = {}
+        for index, (message, _) in enumerate(batch):
+            entry_id = str(index)
+            prepared = self.runtime.event(subscription, binding, message)
+            path = subscription.route(prepared[1]) if prepared is not None else None
+            if path is None:
+                outcomes[entry_id] = Outcome.DROP
+                continue
+            event = base64.b64encode(message.data).decode() if subscription.raw else prepared[1]
+            content_type = "application/octet-stream" if subscription.raw else "application/cloudevents+json"
+            by_path.setdefault(path, []).append({"entryId": entry_id, "event": event, "metadata": message.metadata,
+                                                 "contentType": content_type})  # fmt: skip
+        for path, entries in by_path.items():
+            outcomes.update(await self._post_entries(path, entries))
+        for index, (_, future) in enumerate(batch):
+            if not future.done():
+                future.set_result(outcomes.get(str(index), Outcome.RETRY))
+
+    async def _post_entries(self, path: str, entries: list[dict]) -> dict[str, Outcome]:
+        """Dapr's bulk rules: 404 drops all, other errors retry all, a missing status retries."""
+        body = orjson.dumps({"id": str(uuid.uuid4()), "type": "com.dapr.event.sent.bulk",
+                             "topic": self.subscription.topic, "pubsubname": self.binding.name, "metadata": {},
+                             "entries": entries})  # fmt: skip
+        try:
+            response = await self.runtime.sidecar.app.call("POST", _target(path),
+                                                           [(b"Content-Type", b"application/json")], body,
+                                                           timeout=DELIVERY_TIMEOUT)  # fmt: skip
+        except (AppUnavailable, ClientError):
+            return {entry["entryId"]: Outcome.RETRY for entry in entries}
+        if response.status == 404:
+            return {entry["entryId"]: Outcome.DROP for entry in entries}
+        answered = dict(_statuses(response.body)) if 200 <= response.status < 300 else {}
+        return {entry["entryId"]: answered.get(entry["entryId"], Outcome.RETRY) for entry in entries}
+
+
+def _statuses(body: bytes) -> list[tuple[str, Outcome]]:
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return []
+    out = []
+    for item in (answer.get("statuses") if isinstance(answer, dict) else None) or []:
+        if isinstance(item, dict) and isinstance(item.get("entryId"), str):
+            status = str(item.get("status") or "").upper()
+            out.append((item["entryId"], {"SUCCESS": Outcome.SUCCESS, "DROP": Outcome.DROP}.get(status,
+                                                                                            Outcome.RETRY)))
+    return out
