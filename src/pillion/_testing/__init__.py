@@ -69,7 +69,7 @@ class Process:
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: str | None = None):
         self.args = args
         self.log_path = log_path
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "ab")  # a restarted process keeps the earlier log
         self.proc = subprocess.Popen(
             args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd
         )
