@@ -191,8 +191,9 @@ def test_pillion_init_gives_a_working_statestore(tmp_path, sidecar):
     sc = sidecar("initialised", "--resources-path", str(tmp_path / "home" / "components"), wait="/v1.0/healthz")
     assert save(sc, [{"key": "k", "value": "v"}], store="statestore")[0] == 204
     assert get(sc, "k", store="statestore")[2] == b'"v"'
-    capabilities = json_request(sc.http_port, "GET", "/v1.0/metadata")[2]["components"][0]["capabilities"]
-    assert "ACTOR" in capabilities
+    components = {c["name"]: c for c in json_request(sc.http_port, "GET", "/v1.0/metadata")[2]["components"]}
+    assert "ACTOR" in components["statestore"]["capabilities"]
+    assert components["pubsub"]["type"] == "pubsub.mqtt"
 
 
 def test_etag_race_has_exactly_one_winner_per_round(state):
