@@ -35,6 +35,10 @@ class SubscriberApp(Process):
         lines = [json.loads(line) for line in self.record.read_text().splitlines() if line.strip()]
         return [entry for entry in lines if entry["accepted"] or not accepted_only]
 
+    def started(self) -> int:
+        status, _, body = request(self.port, "GET", "/started")
+        return int(body) if status == 200 else 0
+
     def events(self) -> list[dict]:
         return [json.loads(entry["body"]) for entry in self.received()]
 
@@ -300,3 +304,98 @@ def test_messages_published_while_the_app_is_down_arrive_later(tmp_path, process
     wait_for(lambda: {e["n"] for e in (ev["data"] for ev in app.events())} == set(range(300)), timeout=60,
              what="every message once the app is back")
     assert sidecar.alive()
+
+
+def test_consumer_groups(tmp_path, processes, pubsub):
+    """Two replicas of one app id share the topic; another app id gets every message."""
+    subscription = {"subscriptions": [{"pubsubname": "pubsub", "topic": "jobs", "route": "/jobs"}]}
+    mqtt_port = free_port()
+    replicas = [SubscriberApp(tmp_path, dict(subscription)) for _ in range(2)]
+    other = SubscriberApp(tmp_path, dict(subscription))
+    processes.extend([*replicas, other])
+    sidecars = [_start(tmp_path, processes, pubsub, app.port, "--mqtt-port", str(mqtt_port), app_id="jobs")
+                for app in replicas]  # fmt: skip
+    sidecars.append(_start(tmp_path, processes, pubsub, other.port, "--mqtt-port", str(mqtt_port), app_id="audit"))
+    for sidecar in sidecars:
+        _subscribed(sidecar)
+    for n in range(40):
+        assert _publish(sidecars[n % 3], "jobs", json.dumps({"n": n}).encode())[0] == 204
+    wait_for(lambda: len(other.received()) == 40 and sum(len(app.received()) for app in replicas) >= 40,
+             what="every message to the other app, and once to the group")
+    shares = [{event["data"]["n"] for event in app.events()} for app in replicas]
+    assert shares[0] | shares[1] == set(range(40)) and not shares[0] & shares[1]
+    assert shares[0] and shares[1]  # both replicas work
+
+
+def test_bulk_subscribe(tmp_path, processes, pubsub):
+    app = SubscriberApp(tmp_path, {"subscriptions": [{
+        "pubsubname": "pubsub", "topic": "many", "route": "/bulk",
+        "bulkSubscribe": {"enabled": True, "maxMessagesCount": 10, "maxAwaitDurationMs": 200}}]})  # fmt: skip
+    processes.append(app)
+    sidecar = _start(tmp_path, processes, pubsub, app.port)
+    _subscribed(sidecar)
+    for n in range(25):
+        assert _publish(sidecar, "many", json.dumps({"n": n}).encode())[0] == 204
+    wait_for(lambda: len(app.received()) >= 25, what="25 bulk entries")
+    assert sorted(e["data"]["n"] for e in app.events()) == list(range(25))
+    batches = {entry["headers"].get("content-length") for entry in app.received()}
+    assert len(batches) < 25  # delivered in batches, not one POST per message
+
+
+def test_in_memory_pubsub(tmp_path, processes):
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    (resources / "pubsub.yaml").write_text("apiVersion: dapr.io/v1alpha1\nkind: Component\n"
+                                           "metadata: {name: pubsub}\nspec: {type: pubsub.in-memory, version: v1}\n")
+    app = SubscriberApp(tmp_path, {"subscriptions": [{"pubsubname": "pubsub", "topic": "t", "route": "/t"}]})
+    processes.append(app)
+    sidecar = _start(tmp_path, processes, resources, app.port)
+    _subscribed(sidecar)
+    assert _publish(sidecar, "t", b'"hello"')[0] == 204
+    wait_for(lambda: app.events(), what="delivery")
+    assert app.events()[0]["data"] == "hello"
+
+
+def test_graceful_stop_finishes_deliveries_in_flight(tmp_path, processes, pubsub):
+    """SIGTERM while the app takes 1.5 s per message: those in flight are answered, the rest wait."""
+    app = SubscriberApp(tmp_path, {"subscriptions": [{"pubsubname": "pubsub", "topic": "slow", "route": "/sleep"}],
+                                   "sleep_ms": 1500})
+    processes.append(app)
+    sidecar = _start(tmp_path, processes, pubsub, app.port, "--dapr-graceful-shutdown-seconds", "5")
+    _subscribed(sidecar)
+    for n in range(3):
+        assert _publish(sidecar, "slow", json.dumps({"n": n}).encode())[0] == 204
+    wait_for(lambda: app.started() == 3, what="deliveries under way")
+    assert sidecar.stop() == 0
+    assert len(app.received()) == 3  # answered before the sidecar exited
+
+
+def test_plain_bytes_on_a_cloudevent_subscription_are_dropped_safely(tmp_path, processes, broker_kind, pubsub):
+    app = SubscriberApp(tmp_path, {"subscriptions": [
+        {"pubsubname": "pubsub", "topic": "strict", "route": "/strict", "deadLetterTopic": "strict-dead"},
+        {"pubsubname": "pubsub", "topic": "strict-dead", "route": "/dead", "metadata": {"rawPayload": "true"}}]})
+    processes.append(app)
+    mqtt_port = free_port()
+    sidecar = _start(tmp_path, processes, pubsub, app.port, "--mqtt-port", str(mqtt_port))
+    _subscribed(sidecar, 2)
+    broker_port = mqtt_port if broker_kind == "embedded" else int(
+        (pubsub / "pubsub.yaml").read_text().split("127.0.0.1:")[1].split("'")[0])
+    subprocess.run(["mosquitto_pub", "-p", str(broker_port), "-q", "1", "-t", "strict", "-m", "not json"],
+                   check=True, timeout=10)
+    wait_for(lambda: app.received(), what="the dead letter")
+    assert [e["path"] for e in app.received()] == ["/dead"]
+    assert base64.b64decode(app.events()[0]["data_base64"]) == b"not json"
+    assert sidecar.alive()
+
+
+def test_bad_subscription_yaml_stops_start_up(tmp_path):
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    (resources / "sub.yaml").write_text("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\n"
+                                        "spec:\n  pubsubname: pubsub\n  topic: t\n  routes:\n    rules:\n"
+                                        "    - {match: 'event.type ==', path: /x}\n")
+    result = subprocess.run([sys.executable, "-m", "pillion", "sidecar", "--app-id", "a", "--dapr-http-port",
+                             str(free_port()), "--mqtt-port", "0", "--resources-path", str(resources)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "spec.routes.rules[0].match" in result.stderr

@@ -8,6 +8,8 @@
   restarts of the app;
 - ``fail_rate`` (0..1) and ``fail_with`` (``"RETRY"`` or an HTTP status such as 500):
   that share of deliveries is refused, at random (``seed``);
+- ``sleep_ms``: ``/sleep`` waits that long before it answers SUCCESS; ``GET /started``
+  answers how many such deliveries began;
 - paths with meaning: ``/status/<code>`` answers that status, ``/drop`` answers DROP,
   ``/garbage`` answers 200 with a body that is not JSON, ``/bulk`` answers SUCCESS for
   every entry of a bulk delivery (and records each entry).
@@ -20,11 +22,13 @@ import os
 import random
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CONFIG = json.loads(os.environ.get("SUBSCRIBER_CONFIG") or "{}")
 _random = random.Random(CONFIG.get("seed", 1))
 _lock = threading.Lock()
+_started = 0
 
 
 def _record(entry: dict) -> None:
@@ -48,7 +52,9 @@ class Subscriber(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
-        if self.path == "/dapr/subscribe":
+        if self.path == "/started":
+            self._reply(200, str(_started).encode())
+        elif self.path == "/dapr/subscribe":
             subscriptions = CONFIG.get("subscriptions", [])
             if isinstance(subscriptions, int):
                 self._reply(subscriptions)
@@ -73,6 +79,11 @@ class Subscriber(BaseHTTPRequestHandler):
             statuses = [{"entryId": e["entryId"], "status": "SUCCESS"} for e in entries]
             self._reply(200, json.dumps({"statuses": statuses}).encode())
             return
+        if path == "/sleep":
+            global _started
+            with _lock:
+                _started += 1
+            time.sleep(CONFIG.get("sleep_ms", 0) / 1000)
         refused = _random.random() < float(CONFIG.get("fail_rate", 0))
         accepted = not refused and path != "/drop"
         _record({"path": path, "accepted": accepted, "body": body.decode(errors="replace"), "headers": headers})

@@ -16,7 +16,7 @@ import uuid
 import orjson
 
 from .. import cloudevents
-from ..components.pubsub import PublishError
+from ..components.pubsub import PublishError, parse_bool
 from ..errors import DaprError
 from ..server.http import NO_CONTENT, Response
 from . import Endpoint
@@ -45,9 +45,10 @@ def _raw_payload(metadata: dict[str, str]) -> bool:
     value = metadata.get("rawPayload")
     if value is None or value == "":
         return False
-    if value.lower() not in ("true", "false", "1", "0"):
+    raw = parse_bool(value)
+    if raw is None:
         raise DaprError("ERR_PUBSUB_REQUEST_METADATA", f"rawPayload value must be a boolean, got {value!r}")
-    return value.lower() in ("true", "1")
+    return raw
 
 
 def _ttl(metadata: dict[str, str]) -> int | None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from .. import cloudevents
-from ..components.pubsub import Message, Outcome, PubSub, SubscribeOptions
+from ..components.pubsub import Message, Outcome, PubSub, SubscribeOptions, parse_bool
 from ..server.client import ClientError
 from .app_channel import AppUnavailable
 from .cel import CelError
@@ -47,8 +47,8 @@ def _scopes(text: str | None) -> dict[str, set[str]]:
     """Dapr's ``app1=t1,t2;app2=`` lists (publishingScopes, subscriptionScopes)."""
     scopes: dict[str, set[str]] = {}
     for part in (text or "").split(";"):
-        app, _, topics = part.partition("=")
-        if app.strip():
+        app, equals, topics = part.partition("=")
+        if app.strip() and equals:  # "app" alone restricts nothing, as in daprd
             scopes[app.strip()] = {t.strip() for t in topics.split(",") if t.strip()}
     return scopes
 
@@ -101,7 +101,7 @@ class TopicSubscription:
 
     @property
     def raw(self) -> bool:
-        return str(self.metadata.get("rawPayload", "")).lower() == "true"
+        return parse_bool(self.metadata.get("rawPayload", "")) is True
 
     def compile(self) -> None:
         """Raises CelError for a bad match expression."""
@@ -116,14 +116,17 @@ class TopicSubscription:
         return None
 
     def describe(self) -> dict:
-        """The metadata API's entry."""
-        rules = [{"match": match, "path": path} for match, path in self.rules]
+        """The HTTP metadata API's entry, flattened as daprd flattens it."""
+        rules = [{"match": match, "path": path} if match else {"path": path} for match, path in self.rules]
         if self.default_route:
-            rules.append({"match": "", "path": self.default_route})
-        out = {"pubsubname": self.pubsubname, "topic": self.topic, "metadata": self.metadata,
-               "rules": {"rules": rules}, "type": self.kind}  # fmt: skip
-        if self.dead_letter_topic:
-            out["deadLetterTopic"] = self.dead_letter_topic
+            rules.append({"path": self.default_route})
+        out: dict = {"pubsubname": self.pubsubname, "topic": self.topic}
+        if self.metadata:
+            out["metadata"] = self.metadata
+        if rules:
+            out["rules"] = rules
+        out["deadLetterTopic"] = self.dead_letter_topic or ""
+        out["type"] = self.kind
         return out
 
 
@@ -169,12 +172,14 @@ def _outcome(status: int, body: bytes) -> Outcome:
         answer = orjson.loads(body) if body.strip() else None
     except orjson.JSONDecodeError:
         return Outcome.SUCCESS
-    value = answer.get("status") if isinstance(answer, dict) else None
-    if value is None or value == "" or (isinstance(value, str) and value.upper() == "SUCCESS"):
+    if not isinstance(answer, dict):
         return Outcome.SUCCESS
-    if isinstance(value, str) and value.upper() == "DROP":
-        return Outcome.DROP
-    return Outcome.RETRY
+    # Go matches the key case-insensitively; a non-string status fails its decode, which daprd acks.
+    value = answer["status"] if "status" in answer else next(
+        (v for k, v in answer.items() if k.lower() == "status"), None)
+    if not isinstance(value, str) or value in ("", "SUCCESS"):
+        return Outcome.SUCCESS
+    return Outcome.DROP if value == "DROP" else Outcome.RETRY
 
 
 def backoff(attempts: int) -> float:
@@ -415,6 +420,8 @@ class BulkDelivery:
             elif self._timer is None:
                 self._timer = asyncio.get_running_loop().call_later(self.max_wait, self._flush)
             outcome = await future
+            if outcome is _GONE:
+                return Outcome.DROP
             return await self.runtime.settle(self.subscription, self.binding, message, outcome)
         finally:
             self.runtime._end()
@@ -435,6 +442,9 @@ class BulkDelivery:
         for index, (message, _) in enumerate(batch):
             entry_id = str(index)
             prepared = self.runtime.event(subscription, binding, message)
+            if prepared is not None and cloudevents.expired(prepared[1], time.time()):
+                outcomes[entry_id] = Outcome.DROP
+                continue
             path = subscription.route(prepared[1]) if prepared is not None else None
             if path is None:
                 outcomes[entry_id] = Outcome.DROP
@@ -460,10 +470,13 @@ class BulkDelivery:
                                                            timeout=DELIVERY_TIMEOUT)  # fmt: skip
         except (AppUnavailable, ClientError):
             return {entry["entryId"]: Outcome.RETRY for entry in entries}
-        if response.status == 404:
-            return {entry["entryId"]: Outcome.DROP for entry in entries}
+        if response.status == 404:  # dropped, never dead-lettered (as daprd)
+            return {entry["entryId"]: _GONE for entry in entries}
         answered = dict(_statuses(response.body)) if 200 <= response.status < 300 else {}
         return {entry["entryId"]: answered.get(entry["entryId"], Outcome.RETRY) for entry in entries}
+
+
+_GONE = object()  # a bulk entry the app answered 404 for: dropped without a dead letter
 
 
 def _statuses(body: bytes) -> list[tuple[str, Outcome]]:
@@ -474,7 +487,7 @@ def _statuses(body: bytes) -> list[tuple[str, Outcome]]:
     out = []
     for item in (answer.get("statuses") if isinstance(answer, dict) else None) or []:
         if isinstance(item, dict) and isinstance(item.get("entryId"), str):
-            status = str(item.get("status") or "").upper()
+            status = item.get("status")
             out.append((item["entryId"], {"SUCCESS": Outcome.SUCCESS, "DROP": Outcome.DROP}.get(status,
                                                                                             Outcome.RETRY)))
     return out

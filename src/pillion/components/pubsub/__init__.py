@@ -25,6 +25,15 @@ class Outcome(enum.Enum):
     DROP = "DROP"  # acknowledged without processing
 
 
+def parse_bool(text: str) -> bool | None:
+    """Go's strconv.ParseBool, as daprd reads ``rawPayload``: None when it is not a boolean."""
+    if text in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if text in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    return None
+
+
 class PublishError(PillionError):
     """The broker did not take the message (500 ERR_PUBSUB_PUBLISH_MESSAGE)."""
 
