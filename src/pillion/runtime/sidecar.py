@@ -248,8 +248,6 @@ class Sidecar:
             self.registry.unregister(self.entry)
         await self.subscriptions.stop(self.options.graceful_shutdown)
         await asyncio.gather(*(s.shutdown(self.options.graceful_shutdown) for s in self.servers))
-        if self.broker is not None:
-            await self.broker.close()
         if self.app is not None:
             await self.app.close()
         for component in self.components.values():
@@ -258,6 +256,8 @@ class Sidecar:
                 result = close()
                 if asyncio.iscoroutine(result):
                     await result
+        if self.broker is not None:  # after the pub/subs on it: their last acknowledgements are written
+            await self.broker.close()
         if self.pool is not None:
             await self.pool.close()
         if self.registry is not None:

@@ -91,7 +91,10 @@ class EmbeddedMqtt(PubSub):
         self.retain = _setting(component, metadata, "retain", ("true", "false"), "false") == "true"
         self.consumer_id = metadata.get("consumerid") or context.app_id
         self.max_queued = _count(component, metadata, "maxQueuedMessages", DEFAULT_APP_QUEUE)
-        self.instance = context.instance
+        self.client_id = f"pillion-{self.consumer_id}-{context.instance}"
+        restored = server.broker.clients.get(self.client_id)
+        if restored is not None:  # its queue limit holds before the app is ready, too
+            restored.max_queued = self.max_queued
         self._client = None
         self._handlers = TopicTrie()  # topic filter -> handler
         self._filters: set[str] = set()
@@ -116,8 +119,8 @@ class EmbeddedMqtt(PubSub):
 
     async def subscribe(self, topic: str, handler: Handler, options: SubscribeOptions) -> None:
         if self._client is None:
-            self._client = self.server.local_client(f"pillion-{options.group}-{self.instance}",
-                                                    window=options.max_in_flight, max_queued=self.max_queued)
+            self._client = self.server.local_client(self.client_id, window=options.max_in_flight,
+                                                    max_queued=self.max_queued)
             self._client.on_message = self._on_message
             self._client.connect()
         self._handlers.subscribe(topic, topic, handler)
