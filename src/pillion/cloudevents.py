@@ -10,6 +10,8 @@ message), ``parse``, ``expired`` and ``is_cloudevent`` come from the compiled mo
 
 from __future__ import annotations
 
+import os
+
 from pillion._impl import load
 from pillion.cloudevents_errors import EnvelopeError
 
@@ -22,4 +24,10 @@ parse = _impl.parse
 expired = _impl.expired
 is_cloudevent = _impl.is_cloudevent
 
-__all__ = ["envelope", "wrap", "raw", "parse", "expired", "is_cloudevent", "EnvelopeError"]
+__all__ = ["envelope", "wrap", "raw", "parse", "expired", "is_cloudevent", "new_id", "EnvelopeError"]
+
+
+def new_id() -> str:
+    """A random (version 4) UUID as text: what ``str(uuid.uuid4())`` gives, at half the cost."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"

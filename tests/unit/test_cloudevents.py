@@ -317,3 +317,15 @@ def test_facade_exports_the_loaded_twin():
 
     module = import_twin("cloudevents", _impl.loaded()["cloudevents"])
     assert cloudevents.envelope is module.envelope and cloudevents.EnvelopeError is EnvelopeError
+
+
+def test_new_id_is_a_random_uuid4():
+    import uuid
+
+    from pillion.cloudevents import new_id
+
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:200]:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-import uuid
 
 import orjson
 
@@ -71,7 +70,7 @@ def _envelope(sidecar, binding, topic: str, body: bytes, content_type: str | Non
         return body
     now = time.time()
     fields = {
-        "id": metadata.get("cloudevent.id") or str(uuid.uuid4()),
+        "id": metadata.get("cloudevent.id") or cloudevents.new_id(),
         "source": metadata.get("cloudevent.source") or sidecar.app_id,
         "type": metadata.get("cloudevent.type") or "com.dapr.event.sent",
         "topic": topic,

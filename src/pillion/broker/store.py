@@ -99,26 +99,43 @@ class Journal:
     store has committed. A session that must hold an acknowledgement until its writes
     are on disk tags it with ``batch`` and registers in ``waiting``. ``wall_offset``
     turns the core's clock into ``time.time()`` for message expiry on disk.
+
+    A message queued and acknowledged within one batch never reaches the disk: its
+    deletion turns the batch's writes of that key into ``None`` (skipped by the store),
+    which spares a busy broker most of its writes to fast consumers.
     """
 
-    __slots__ = ("ops", "batch", "durable", "waiting", "notify", "wall_offset")
+    __slots__ = ("ops", "batch", "durable", "waiting", "notify", "wall_offset", "_fresh")
 
     def __init__(self, wall_offset: float = 0.0) -> None:
         self.wall_offset = wall_offset
-        self.ops: list[tuple] = []
+        self.ops: list[tuple | None] = []
         self.batch = 1
         self.durable = 0
         self.waiting: set = set()
         self.notify: Callable[[], None] | None = None
+        self._fresh: dict[bytes, list[int]] = {}  # message key first written in this batch -> its ops
 
     def add(self, op: int, key: str | bytes, value: bytes | None = None) -> None:
         if not self.ops and self.notify is not None:
             self.notify()
+        if op == PUT_MESSAGE:
+            if value[0] == QUEUED:
+                self._fresh[key] = [len(self.ops)]
+            elif key in self._fresh:
+                self._fresh[key].append(len(self.ops))
+        elif op == DEL_MESSAGE:
+            indexes = self._fresh.pop(key, None)
+            if indexes is not None:
+                for index in indexes:
+                    self.ops[index] = None
+                return
         self.ops.append((op, key, value))
 
-    def take(self) -> tuple[list[tuple], int]:
+    def take(self) -> tuple[list[tuple | None], int]:
         """The collected batch and its number; collection moves to the next batch."""
         ops, self.ops = self.ops, []
+        self._fresh = {}
         batch = self.batch
         self.batch += 1
         return ops, batch
@@ -230,8 +247,11 @@ class BrokerStore:
                     raise
                 self.env.set_mapsize(min(size * 2, self.max_map_size))
 
-    def _apply(self, txn, ops: list[tuple]) -> None:
-        for op, key, value in ops:
+    def _apply(self, txn, ops: list[tuple | None]) -> None:
+        for entry in ops:
+            if entry is None:
+                continue
+            op, key, value = entry
             if op == PUT_MESSAGE:
                 txn.put(key, value, db=self.messages)
             elif op == DEL_MESSAGE:
@@ -303,7 +323,8 @@ class Persistence:
             ops, batch = item
             started = time.monotonic()
             try:
-                self.store.apply(ops)
+                if any(op is not None for op in ops):
+                    self.store.apply(ops)
                 error = None
             except Exception as exc:  # disk full, map limit: reported, never kills the thread
                 log.error("broker store commit failed (%d changes): %s", len(ops), exc)

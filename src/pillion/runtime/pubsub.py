@@ -21,7 +21,6 @@ import asyncio
 import base64
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import orjson
@@ -312,7 +311,7 @@ class Subscriptions:
               ) -> tuple[bytes, dict] | None:
         """The CloudEvent to deliver (bytes and parsed), or None when the message is not one."""
         if subscription.raw:
-            data = cloudevents.raw(message.data, id=str(uuid.uuid4()), topic=message.topic, pubsubname=binding.name)
+            data = cloudevents.raw(message.data, id=cloudevents.new_id(), topic=message.topic, pubsubname=binding.name)
             return data, cloudevents.parse(data)
         try:
             return message.data, cloudevents.parse(message.data)
@@ -461,7 +460,7 @@ class BulkDelivery:
 
     async def _post_entries(self, path: str, entries: list[dict]) -> dict[str, Outcome]:
         """Dapr's bulk rules: 404 drops all, other errors retry all, a missing status retries."""
-        body = orjson.dumps({"id": str(uuid.uuid4()), "type": "com.dapr.event.sent.bulk",
+        body = orjson.dumps({"id": cloudevents.new_id(), "type": "com.dapr.event.sent.bulk",
                              "topic": self.subscription.topic, "pubsubname": self.binding.name, "metadata": {},
                              "entries": entries})  # fmt: skip
         try:

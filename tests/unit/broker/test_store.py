@@ -201,3 +201,17 @@ def test_restore_deletes_what_could_not_be_decoded(store):
     assert restored.garbage == [] and restored.sessions == {}
     with store.env.begin() as txn:
         assert txn.stat(store.messages)["entries"] == 0
+
+
+def test_a_message_queued_and_deleted_in_one_batch_never_reaches_the_disk(store):
+    journal = Journal()
+    record = encode_message(Publish("t", b"m", 2))
+    journal.add(PUT_MESSAGE, message_key("c", 1), record)
+    journal.add(PUT_MESSAGE, message_key("c", 1), encode_message(Publish("t", b"m", 2), INFLIGHT, 7))
+    journal.add(PUT_MESSAGE, message_key("c", 2), record)
+    journal.add(DEL_MESSAGE, message_key("c", 1))
+    ops, _ = journal.take()
+    assert [op for op in ops if op is not None] == [(PUT_MESSAGE, message_key("c", 2), record)]
+    store.apply(ops)
+    journal.add(DEL_MESSAGE, message_key("c", 2))  # written in an earlier batch: the delete must go to disk
+    assert journal.take()[0] == [(DEL_MESSAGE, message_key("c", 2), None)]
