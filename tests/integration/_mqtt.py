@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import signal
 import socket
 import sys
 import uuid
@@ -240,3 +241,34 @@ def raw_client(port: int, client_id: str, level: int = 4, timeout: float = 5.0) 
     ack = read_packet(sock)
     assert ack[:1] == b"\x20" and ack[3] == 0, ack
     return sock
+
+
+# -- a real Mosquitto (the external-broker path) ------------------------------------------
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+class Mosquitto:
+    """A real Mosquitto with persistence under ``tmp``, restartable on the same port."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.port = free_port()
+        (tmp / "data").mkdir()
+        self.conf = tmp / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                             f"persistence_location {tmp}/data/\nlog_dest stdout\n"
+                             "max_queued_messages 100000\n")  # its default, 1000, drops silently
+        self.runs = 0
+        self.start()
+
+    def start(self) -> None:
+        self.runs += 1
+        self.proc = Process([MOSQUITTO, "-c", str(self.conf)], self.tmp / f"mosquitto-{self.runs}.log")
+        wait_for(lambda: can_connect(self.port), 5, what="mosquitto listening")
+
+    def kill(self) -> None:
+        self.proc.stop(signal.SIGKILL)
+
+    def stop(self) -> None:
+        self.proc.stop()

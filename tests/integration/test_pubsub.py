@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pytest
 from _http import json_request, request
+from _mqtt import Mosquitto
 
 from pillion._testing import Process, Sidecar, free_port, http_status, wait_for
-
-MOSQUITTO = "/usr/sbin/mosquitto"
-
 
 class SubscriberApp(Process):
     def __init__(self, tmp: Path, config: dict, port: int | None = None):
@@ -43,27 +41,6 @@ class SubscriberApp(Process):
         return [json.loads(entry["body"]) for entry in self.received()]
 
 
-class Mosquitto(Process):
-    def __init__(self, tmp: Path):
-        self.port = free_port()
-        conf = tmp / f"mosquitto-{self.port}.conf"
-        (tmp / "mosquitto-data").mkdir(exist_ok=True)
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                        f"persistence_location {tmp / 'mosquitto-data'}/\nmax_queued_messages 100000\n")
-        super().__init__([MOSQUITTO, "-c", str(conf)], tmp / f"mosquitto-{self.port}.log")
-        wait_for(lambda: _can_connect(self.port), what="mosquitto")
-
-
-def _can_connect(port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(params=["embedded", "mosquitto"])
 def broker_kind(request):
     return request.param
@@ -76,7 +53,8 @@ def pubsub(tmp_path, processes, broker_kind):
     resources.mkdir()
     url = ""
     if broker_kind == "mosquitto":
-        mosquitto = Mosquitto(tmp_path)
+        (tmp_path / "mosquitto").mkdir()
+        mosquitto = Mosquitto(tmp_path / "mosquitto")
         processes.append(mosquitto)
         url = f"tcp://127.0.0.1:{mosquitto.port}"
     metadata = f"  - {{name: url, value: '{url}'}}\n" if url else ""

@@ -5,50 +5,23 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
-from pillion._testing import Process, free_port, wait_for
+from pillion._testing import free_port
 from pillion.components.pubsub import Message, Outcome, PublishError, SubscribeOptions
 from pillion.components.pubsub.mqtt_external import ExternalMqtt, parse_settings
 from pillion.config.manifests import Component, MetadataItem, Source
 from pillion.errors import ConfigError
 
-from _mqtt import can_connect
+from _mqtt import MOSQUITTO, Mosquitto
 
-MOSQUITTO = "/usr/sbin/mosquitto"
 # `make test` installs them; under CI a missing one must fail, not skip.
 pytestmark = pytest.mark.skipif((not Path(MOSQUITTO).exists() or not shutil.which("mosquitto_sub"))
                                 and not os.environ.get("CI"), reason="needs mosquitto and mosquitto-clients")
-
-
-class Mosquitto:
-    """A real Mosquitto with persistence under ``tmp``, restartable on the same port."""
-
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
-        self.port = free_port()
-        (tmp / "data").mkdir()
-        self.conf = tmp / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                             f"persistence_location {tmp}/data/\nlog_dest stdout\n")
-        self.runs = 0
-        self.start()
-
-    def start(self) -> None:
-        self.runs += 1
-        self.proc = Process([MOSQUITTO, "-c", str(self.conf)], self.tmp / f"mosquitto-{self.runs}.log")
-        wait_for(lambda: can_connect(self.port), 5, what="mosquitto listening")
-
-    def kill(self) -> None:
-        self.proc.stop(signal.SIGKILL)
-
-    def stop(self) -> None:
-        self.proc.stop()
 
 
 @pytest.fixture

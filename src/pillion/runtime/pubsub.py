@@ -200,6 +200,7 @@ class Subscriptions:
     def start(self) -> None:
         if self.sidecar.pubsubs and self.sidecar.app is not None:
             self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task.add_done_callback(_report)
         elif self.sidecar.resources.subscriptions:
             log.warning("subscriptions are declared but there is no app channel (--app-port): nothing is delivered")
 
@@ -386,6 +387,12 @@ class Subscriptions:
             await asyncio.wait_for(self._idle.wait(), grace)
         except asyncio.TimeoutError:
             log.warning("%d deliveries still in flight after %.1f s; they will be redelivered", self.in_flight, grace)
+
+
+def _report(task: asyncio.Task) -> None:
+    """A failed subscription start-up is logged, not left for the garbage collector to mention."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("subscribing failed: %s", task.exception(), exc_info=task.exception())
 
 
 def _target(path: str) -> str:
