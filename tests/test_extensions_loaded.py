@@ -53,6 +53,7 @@ def test_mqtt_codec_and_topic_trie_are_compiled():
     assert _impl.loaded()["mqttcodec"] == "compiled"
     assert _impl.loaded()["topictrie"] == "compiled"
     assert __import__("pillion.cloudevents").cloudevents.envelope.__module__ == "pillion._ext.cloudevents"
+    assert __import__("pillion.runtime.actorlock").runtime.actorlock.TurnLocks.__module__ == "pillion._ext.actorlock"
 
 
 def test_no_extensions_selects_every_pure_twin():
