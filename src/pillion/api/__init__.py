@@ -22,7 +22,7 @@ class Endpoint:
 
 
 def all_endpoints() -> tuple[Endpoint, ...]:
-    from . import health, invoke, metadata, pubsub, shutdown, state
+    from . import actors, health, invoke, metadata, pubsub, shutdown, state
 
     return (health.ENDPOINTS + metadata.ENDPOINTS + shutdown.ENDPOINTS + state.ENDPOINTS + pubsub.ENDPOINTS
-            + invoke.ENDPOINTS)
+            + actors.ENDPOINTS + invoke.ENDPOINTS)

@@ -32,6 +32,7 @@ from .acl import AccessControl
 from .app_channel import AppChannel, HealthCheck
 from .invocation import Invoker
 from .nameresolution import ChainResolver, HostRegistryResolver, StaticResolver
+from .actors import Actors
 from .pubsub import PubSubBinding, Subscriptions
 from .registry import HostRegistry, SidecarEntry
 
@@ -90,6 +91,7 @@ class Sidecar:
         self.shared_broker_url: str | None = None  # another Pillion's broker, when it holds our MQTT port
         self.pubsubs: dict[str, PubSubBinding] = {}
         self.subscriptions = Subscriptions(self)
+        self.actors = Actors(self)
         self._stop = asyncio.Event()
         self.stop_reason = ""
 
@@ -162,6 +164,7 @@ class Sidecar:
         if self.app is not None:
             self.app.start()
         self.subscriptions.start()
+        self.actors.start()
         self.outbound_ready = True
         self._update_ready()
         log.info(
@@ -247,6 +250,7 @@ class Sidecar:
         if self.registry is not None and self.entry is not None:
             self.registry.unregister(self.entry)
         await self.subscriptions.stop(self.options.graceful_shutdown)
+        await self.actors.stop()
         await asyncio.gather(*(s.shutdown(self.options.graceful_shutdown) for s in self.servers))
         if self.app is not None:
             await self.app.close()
@@ -277,12 +281,12 @@ class Sidecar:
             "id": self.app_id,
             "runtimeVersion": __version__,
             "enabledFeatures": [name for name, on in features.items() if on],
-            "actors": [],
+            "actors": self.actors.describe(),
             "components": components,
             "extended": {"daprRuntimeVersion": __version__, "runtime": "pillion", **self.extended},
             "subscriptions": [subscription.describe() for subscription in self.subscriptions.active],
             "httpEndpoints": [{"name": e.name} for e in self.resources.http_endpoints],
-            "actorRuntime": {"runtimeStatus": "DISABLED", "hostReady": False, "placement": ""},
+            "actorRuntime": self.actors.runtime_status(),
         }
         if opts.app_port:
             conn: dict = {"port": opts.app_port, "protocol": opts.app_protocol, "channelAddress": opts.app_channel_address}

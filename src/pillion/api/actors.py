@@ -1,0 +1,110 @@
+"""Actor API: ``/v1.0/actors/{type}/{id}/...`` method calls, state, reminders and timers.
+
+Shapes and codes follow daprd (../shared/reference/dapr-api.md §6). Actor state keys are
+``appId||type||id||key`` in the store marked ``actorStateStore: "true"``.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from ..components.state import DeleteRequest, ETagError, SetRequest, StoreError
+from ..errors import DaprError
+from ..server.http import NO_CONTENT, Response
+from . import Endpoint
+
+_BAD_NAME = set('/\\?#') | {chr(c) for c in range(32)} | {"\x7f"}
+
+
+def _actor(sidecar, request) -> tuple[str, str]:
+    actor_type, actor_id = request.params["actorType"], request.params["actorId"]
+    for value in (actor_type, actor_id, request.params.get("name", "")):
+        if _BAD_NAME.intersection(value):
+            raise DaprError("ERR_BAD_REQUEST", f"invalid character in {value!r}")
+    return actor_type, actor_id
+
+
+async def invoke_method(sidecar, request):
+    actor_type, actor_id = _actor(sidecar, request)
+    response = await sidecar.actors.call(actor_type, actor_id, f"method/{request.params['method']}",
+                                         request.body, request.headers, request.query)  # fmt: skip
+    if response.status == 200:
+        return Response(200, response.body, _reply_headers(response))
+    if response.status == 404:
+        raise DaprError("ERR_ACTOR_INVOKE_METHOD", f"actor method not found: {request.params['method']}")
+    raise DaprError("ERR_ACTOR_INVOKE_METHOD", "error invoke actor method: error from actor service: "
+                    f"({response.status}) {response.body.decode(errors='replace')}")
+
+
+_HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server"}
+
+
+def _reply_headers(response) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in response.headers if k.lower() not in _HOP_BY_HOP]
+
+
+# -- state ---------------------------------------------------------------------------------
+
+
+def _store(sidecar, code: str):
+    binding = sidecar.actors.state_store()
+    if binding is None:
+        raise DaprError(code, "actors: state store does not exist or incorrectly configured")
+    return binding
+
+
+def _state_key(sidecar, actor_type: str, actor_id: str, key: str) -> str:
+    return f"{sidecar.app_id}||{actor_type}||{actor_id}||{key}"
+
+
+async def get_state(sidecar, request):
+    actor_type, actor_id = _actor(sidecar, request)
+    binding = _store(sidecar, "ERR_ACTOR_STATE_GET")
+    try:
+        item = await binding.store.get(_state_key(sidecar, actor_type, actor_id, request.params["key"]))
+    except StoreError as exc:
+        raise DaprError("ERR_ACTOR_STATE_GET", f"error getting actor state: {exc}") from None
+    if item is None:
+        return NO_CONTENT
+    return Response(200, item.value, [(b"Content-Type", b"application/json")])
+
+
+async def transact_state(sidecar, request):
+    actor_type, actor_id = _actor(sidecar, request)
+    if (actor_type, actor_id) not in sidecar.actors.active:
+        raise DaprError("ERR_ACTOR_INSTANCE_MISSING", "actor instance is missing")
+    binding = _store(sidecar, "ERR_ACTOR_STATE_TRANSACTION_SAVE")
+    operations = request.json()
+    if not isinstance(operations, list):
+        raise DaprError("ERR_MALFORMED_REQUEST", "the body must be a JSON array of operations")
+    requests = []
+    for entry in operations:
+        fields = {k.lower(): v for k, v in entry.items()} if isinstance(entry, dict) else {}
+        inner = fields.get("request") if isinstance(fields.get("request"), dict) else {}
+        inner = {k.lower(): v for k, v in inner.items()}
+        key = inner.get("key")
+        if not isinstance(key, str) or not key:
+            raise DaprError("ERR_MALFORMED_REQUEST", "each operation needs request.key")
+        full = _state_key(sidecar, actor_type, actor_id, key)
+        operation = str(fields.get("operation", "")).lower()
+        if operation == "upsert":
+            ttl = (inner.get("metadata") or {}).get("ttlInSeconds")
+            requests.append(SetRequest(full, orjson.dumps(inner.get("value")), inner.get("etag"),
+                                       ttl_seconds=int(ttl) if ttl not in (None, "") else None))  # fmt: skip
+        elif operation == "delete":
+            requests.append(DeleteRequest(full, inner.get("etag")))
+        else:
+            raise DaprError("ERR_MALFORMED_REQUEST", f"operation type {fields.get('operation')!r} not supported")
+    try:
+        await binding.store.transact(requests)
+    except (ETagError, StoreError, ValueError) as exc:
+        raise DaprError("ERR_ACTOR_STATE_TRANSACTION_SAVE", f"error saving actor transaction state: {exc}") from None
+    return NO_CONTENT
+
+
+ENDPOINTS = (
+    Endpoint(None, "/v1.0/actors/{actorType}/{actorId}/method/{method}", "InvokeActor", "actors", invoke_method),
+    Endpoint(("GET",), "/v1.0/actors/{actorType}/{actorId}/state/{key}", "GetActorState", "actors", get_state),
+    Endpoint(("POST", "PUT"), "/v1.0/actors/{actorType}/{actorId}/state", "ExecuteActorStateTransaction",
+             "actors", transact_state),
+)
