@@ -39,7 +39,9 @@ def test_metadata_shape_and_extended_attributes(sidecar, echo_app):
     assert status == 200 and headers["Content-Type"] == "application/json"
     assert body["id"] == "meta"
     assert body["components"] == [] and body["subscriptions"] == [] and body["httpEndpoints"] == []
-    assert body["actorRuntime"]["runtimeStatus"] == "DISABLED"
+    # INITIALIZING until the app's /dapr/config answered, then DISABLED: it hosts no actor type.
+    wait_for(lambda: json_request(sc.http_port, "GET", "/v1.0/metadata")[2]["actorRuntime"]["runtimeStatus"]
+             == "DISABLED", what="actor runtime status")
     assert body["appConnectionProperties"] == {
         "port": app.port, "protocol": "http", "channelAddress": "127.0.0.1", "maxConcurrency": 7,
     }

@@ -6,10 +6,13 @@ Shapes and codes follow daprd (../shared/reference/dapr-api.md §6). Actor state
 
 from __future__ import annotations
 
+import time
+
 import orjson
 
 from ..components.state import DeleteRequest, ETagError, SetRequest, StoreError
 from ..errors import DaprError
+from ..runtime.reminders import Reminder, TimeSpecError, reminder_key
 from ..server.http import NO_CONTENT, Response
 from . import Endpoint
 
@@ -102,9 +105,101 @@ async def transact_state(sidecar, request):
     return NO_CONTENT
 
 
+# -- reminders and timers -------------------------------------------------------------------
+
+
+def _schedule_body(request) -> dict:
+    """``{dueTime, period, ttl, data, callback}``, names matched case-insensitively as Go does."""
+    body = request.json() if request.body.strip() else {}
+    if not isinstance(body, dict):
+        raise DaprError("ERR_MALFORMED_REQUEST", "the body must be a JSON object")
+    fields = {k.lower(): v for k, v in body.items()}
+    for name in ("duetime", "period", "ttl", "callback"):
+        if fields.get(name) is not None and not isinstance(fields[name], str):
+            raise DaprError("ERR_MALFORMED_REQUEST", f"{name} must be a string")
+    return fields
+
+
+def _schedule(actor_type: str, actor_id: str, name: str, fields: dict, kind: str) -> Reminder:
+    data = orjson.dumps(fields["data"]) if fields.get("data") is not None else None
+    try:
+        return Reminder.create(actor_type, actor_id, name, fields.get("duetime") or "", fields.get("period") or "",
+                               fields.get("ttl") or "", data, kind=kind)  # fmt: skip
+    except TimeSpecError as exc:
+        code = "ERR_ACTOR_REMINDER_CREATE" if kind == "reminder" else "ERR_ACTOR_TIMER_CREATE"
+        raise DaprError(code, f"error creating actor {kind}: {exc}") from None
+
+
+async def create_reminder(sidecar, request):
+    actor_type, actor_id = _actor(sidecar, request)
+    await sidecar.actors.ready.wait()
+    if not sidecar.actors.hosts(actor_type):
+        raise DaprError("ERR_ACTOR_REMINDER_NON_HOSTED", f"operations on actor type {actor_type} are not supported "
+                        "by this host: it hosts no such actor type")
+    reminder = _schedule(actor_type, actor_id, request.params["name"], _schedule_body(request), "reminder")
+    try:
+        await sidecar.actors.set_reminder(reminder)
+    except OSError as exc:
+        raise DaprError("ERR_ACTOR_REMINDER_CREATE", f"error creating actor reminder: {exc}") from None
+    return NO_CONTENT
+
+
+async def get_reminder(sidecar, request):
+    actor_type, actor_id = _actor(sidecar, request)
+    await sidecar.actors.ready.wait()
+    reminder = sidecar.actors.reminders().get(reminder_key(actor_type, actor_id, request.params["name"]))
+    if reminder is None:
+        return Response.json({})
+    out = {"actorID": actor_id, "actorType": actor_type, "name": reminder.name, "dueTime": reminder.due_time,
+           "period": reminder.period}
+    if reminder.data is not None:
+        out["data"] = orjson.loads(reminder.data)
+    if reminder.expires is not None:
+        out["expirationTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(reminder.expires))
+    return Response.json({k: v for k, v in out.items() if v not in ("", None)})
+
+
+async def delete_reminder(sidecar, request):
+    actor_type, actor_id = _actor(sidecar, request)
+    await sidecar.actors.ready.wait()
+    try:
+        await sidecar.actors.delete_reminder(reminder_key(actor_type, actor_id, request.params["name"]))
+    except OSError as exc:
+        raise DaprError("ERR_ACTOR_REMINDER_DELETE", f"error deleting actor reminder: {exc}") from None
+    return NO_CONTENT
+
+
+async def create_timer(sidecar, request):
+    actor_type, actor_id = _actor(sidecar, request)
+    await sidecar.actors.ready.wait()
+    if not sidecar.actors.hosts(actor_type):
+        raise DaprError("ERR_ACTOR_TIMER_CREATE", f"error creating actor timer: actor type {actor_type} is not "
+                        "hosted here")
+    fields = _schedule_body(request)
+    timer = _schedule(actor_type, actor_id, request.params["name"], fields, "timer")
+    sidecar.actors.set_timer(timer, fields.get("callback") or "")
+    return NO_CONTENT
+
+
+async def delete_timer(sidecar, request):
+    actor_type, actor_id = _actor(sidecar, request)
+    sidecar.actors.delete_timer(actor_type, actor_id, request.params["name"])
+    return NO_CONTENT
+
+
 ENDPOINTS = (
     Endpoint(None, "/v1.0/actors/{actorType}/{actorId}/method/{method}", "InvokeActor", "actors", invoke_method),
     Endpoint(("GET",), "/v1.0/actors/{actorType}/{actorId}/state/{key}", "GetActorState", "actors", get_state),
     Endpoint(("POST", "PUT"), "/v1.0/actors/{actorType}/{actorId}/state", "ExecuteActorStateTransaction",
              "actors", transact_state),
+    Endpoint(("POST", "PUT"), "/v1.0/actors/{actorType}/{actorId}/reminders/{name}", "RegisterActorReminder",
+             "actors", create_reminder),
+    Endpoint(("GET",), "/v1.0/actors/{actorType}/{actorId}/reminders/{name}", "GetActorReminder", "actors",
+             get_reminder),
+    Endpoint(("DELETE",), "/v1.0/actors/{actorType}/{actorId}/reminders/{name}", "UnregisterActorReminder",
+             "actors", delete_reminder),
+    Endpoint(("POST", "PUT"), "/v1.0/actors/{actorType}/{actorId}/timers/{name}", "RegisterActorTimer", "actors",
+             create_timer),
+    Endpoint(("DELETE",), "/v1.0/actors/{actorType}/{actorId}/timers/{name}", "UnregisterActorTimer", "actors",
+             delete_timer),
 )

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from dataclasses import dataclass, field
 
 import orjson
@@ -24,6 +26,7 @@ from ..errors import DaprError
 from ..server.client import ClientError
 from .actorlock import StackDepthError, TurnLocks
 from .app_channel import AppUnavailable
+from .reminders import Reminder, ReminderStore, Scheduler, StoreInUse
 
 log = logging.getLogger("pillion.runtime.actors")
 
@@ -31,6 +34,7 @@ DEFAULT_IDLE_TIMEOUT = 3600.0
 DEFAULT_DRAIN_TIMEOUT = 60.0
 SCAN_INTERVAL = 10.0  # seconds between idle scans
 CALL_TIMEOUT = 300.0
+REMINDER_RETRY = 5.0  # seconds before a reminder whose callback failed fires again
 _FORWARDED = {b"content-type", b"traceparent", b"tracestate", b"dapr-reentrancy-id"}
 
 
@@ -84,6 +88,17 @@ def _type_config(data: dict, base: TypeConfig) -> TypeConfig:
     )
 
 
+def _callback_body(reminder: Reminder, callback: str | None = None) -> bytes:
+    """What the app's remind/timer method gets: the data as registered (raw JSON), due time, period."""
+    fields = {"dueTime": reminder.due_time, "period": reminder.period}
+    if callback is not None:
+        fields = {"callback": callback, **fields}
+    body = orjson.dumps(fields)
+    if reminder.data is None:
+        return body
+    return b'{"data":' + reminder.data.encode() + b"," + body[1:]
+
+
 def actor_key(actor_type: str, actor_id: str) -> str:
     return f"{actor_type}||{actor_id}"
 
@@ -97,16 +112,19 @@ class Actors:
         self.ready = asyncio.Event()
         self.locks: dict[str, TurnLocks] = {}  # per actor type: its own reentrancy depth
         self.active: dict[tuple[str, str], float] = {}  # (type, id) -> last use (loop time)
-        self._timers: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
+        self._timers: dict[tuple[str, str, str], tuple[asyncio.TimerHandle, Reminder]] = {}
         self._scan: asyncio.TimerHandle | None = None
         self._task: asyncio.Task | None = None
-        self.reminders = None  # runtime.reminders wiring, set in start()
+        self.reminder_store: ReminderStore | None = None
+        self.scheduler: Scheduler | None = None
 
     # -- start-up ------------------------------------------------------------------------
 
     def start(self) -> None:
         if self.sidecar.app is not None:
             self._task = asyncio.get_running_loop().create_task(self._start())
+        else:
+            self.ready.set()  # no app, no actor types
 
     async def _start(self) -> None:
         app = self.sidecar.app
@@ -123,7 +141,24 @@ class Actors:
         if self.config.types:
             log.info("hosting actor types: %s", ", ".join(sorted(self.config.types)))
             self._scan = asyncio.get_running_loop().call_later(self._scan_every(), self._scan_idle)
+            self._open_reminders()
         self.ready.set()
+
+    def _open_reminders(self) -> None:
+        """Reminders from LMDB into the one scheduler; one due while we were down fires now, once."""
+        path = os.path.join(os.path.expanduser(self.sidecar.options.data_dir), "reminders", self.sidecar.app_id)
+        try:
+            self.reminder_store = ReminderStore(path)
+        except StoreInUse as exc:
+            log.error("reminders are not available: %s", exc)
+            return
+        self.scheduler = Scheduler(self._fire_reminder)
+        count = 0
+        for key, due in self.reminder_store.iter_schedule():
+            self.scheduler.add(key, due)
+            count += 1
+        if count:
+            log.info("%d reminder(s) restored", count)
 
     def hosts(self, actor_type: str) -> bool:
         return actor_type in self.config.types
@@ -169,6 +204,75 @@ class Actors:
         except (AppUnavailable, ClientError) as exc:
             raise DaprError("ERR_ACTOR_INVOKE_METHOD", f"error invoke actor method: {exc}") from None
 
+    # -- reminders (LMDB) and timers (memory) --------------------------------------------------
+
+    def reminders(self):
+        if self.reminder_store is None or self.scheduler is None:
+            raise DaprError("ERR_ACTOR_RUNTIME_NOT_FOUND", "actor runtime is not ready: reminders are not available")
+        return self.reminder_store
+
+    async def set_reminder(self, reminder: Reminder) -> None:
+        await self.reminders().save(reminder)
+        self.scheduler.add(reminder.key, reminder.next_due)
+
+    async def delete_reminder(self, key: str) -> None:
+        await self.reminders().delete(key)
+        self.scheduler.remove(key)
+
+    async def _fire_reminder(self, key: str) -> None:
+        reminder = self.reminder_store.get(key) if self.reminder_store is not None else None
+        if reminder is None:
+            return
+        body = _callback_body(reminder)
+        try:
+            response = await self.call(reminder.actor_type, reminder.actor_id, f"method/remind/{reminder.name}", body,
+                                       [(b"Content-Type", b"application/json")])  # fmt: skip
+            cancel = (response.header(b"x-daprremindercancel") or b"").lower() == b"true"
+        except DaprError as exc:
+            log.warning("reminder %s failed (%s); trying again in %.0f s", key, exc, REMINDER_RETRY)
+            self.scheduler.add(key, time.time() + REMINDER_RETRY)
+            return
+        current = self.reminder_store.get(key)
+        if current is None or current.created != reminder.created:
+            return  # deleted or registered anew while its callback ran
+        if not cancel and reminder.advance(time.time()):
+            await self.reminder_store.save(reminder)
+            self.scheduler.add(key, reminder.next_due)
+        else:
+            await self.reminder_store.delete(key)
+
+    def set_timer(self, timer: Reminder, callback: str) -> None:
+        """An in-memory timer; it fires like a reminder, at ``method/timer/{name}``."""
+        self.delete_timer(timer.actor_type, timer.actor_id, timer.name)
+        self._touch(timer.actor_type, timer.actor_id)
+        self._arm_timer(timer, callback)
+
+    def _arm_timer(self, timer: Reminder, callback: str) -> None:
+        loop = asyncio.get_running_loop()
+        handle = loop.call_at(loop.time() + max(0.0, timer.next_due - time.time()),
+                              lambda: loop.create_task(self._fire_timer(timer, callback)))  # fmt: skip
+        self._timers[(timer.actor_type, timer.actor_id, timer.name)] = (handle, timer)
+
+    async def _fire_timer(self, timer: Reminder, callback: str) -> None:
+        key = (timer.actor_type, timer.actor_id, timer.name)
+        try:
+            await self.call(timer.actor_type, timer.actor_id, f"method/timer/{timer.name}",
+                            _callback_body(timer, callback), [(b"Content-Type", b"application/json")])  # fmt: skip
+        except DaprError as exc:
+            log.warning("timer %s/%s/%s failed: %s", *key, exc)
+        entry = self._timers.get(key)
+        if entry is None or entry[1] is not timer:
+            return  # deleted or replaced while its callback ran
+        if timer.advance(time.time()):
+            self._arm_timer(timer, callback)
+        else:
+            del self._timers[key]
+
+    def delete_timer(self, actor_type: str, actor_id: str, name: str) -> None:
+        entry = self._timers.pop((actor_type, actor_id, name), None)
+        if entry is not None:
+            entry[0].cancel()
+
     # -- idle deactivation -----------------------------------------------------------------
 
     def _scan_idle(self) -> None:
@@ -191,7 +295,7 @@ class Actors:
         """``DELETE /actors/{type}/{id}`` on the app; the actor's timers end."""
         self.active.pop((actor_type, actor_id), None)
         for key in [k for k in self._timers if k[:2] == (actor_type, actor_id)]:
-            self._timers.pop(key).cancel()
+            self.delete_timer(*key)
         try:
             response = await self.sidecar.app.call("DELETE", f"/actors/{actor_type}/{actor_id}", [], b"",
                                                    timeout=10.0)  # fmt: skip
@@ -199,22 +303,6 @@ class Actors:
                 log.warning("deactivating %s/%s: the app answered %d", actor_type, actor_id, response.status)
         except (AppUnavailable, ClientError) as exc:
             log.warning("deactivating %s/%s failed: %s", actor_type, actor_id, exc)
-
-    # -- timers (in memory) ---------------------------------------------------------------
-
-    def timer_set(self, actor_type: str, actor_id: str, name: str, fire_at: float, fire) -> None:
-        """``fire`` runs at loop time ``fire_at`` (replacing a timer of the same name)."""
-        key = (actor_type, actor_id, name)
-        old = self._timers.pop(key, None)
-        if old is not None:
-            old.cancel()
-        loop = asyncio.get_running_loop()
-        self._timers[key] = loop.call_at(fire_at, lambda: loop.create_task(fire()))
-
-    def timer_delete(self, actor_type: str, actor_id: str, name: str) -> None:
-        handle = self._timers.pop((actor_type, actor_id, name), None)
-        if handle is not None:
-            handle.cancel()
 
     # -- shutdown and metadata --------------------------------------------------------------
 
@@ -224,11 +312,12 @@ class Actors:
             self._scan.cancel()
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
-        if self.reminders is not None:
-            await self.reminders.close()
+        for key in list(self._timers):
+            self.delete_timer(*key)
+        if self.scheduler is not None:
+            self.scheduler.close()
+        if self.reminder_store is not None:
+            await self.reminder_store.aclose()
         actors = list(self.active)
         if actors:
             await asyncio.gather(*(self.deactivate(t, i) for t, i in actors), return_exceptions=True)
