@@ -250,8 +250,8 @@ class Sidecar:
         if self.registry is not None and self.entry is not None:
             self.registry.unregister(self.entry)
         await self.subscriptions.stop(self.options.graceful_shutdown)
-        await self.actors.stop()
         await asyncio.gather(*(s.shutdown(self.options.graceful_shutdown) for s in self.servers))
+        await self.actors.stop()  # after the calls in flight: then every active actor is deactivated
         if self.app is not None:
             await self.app.close()
         for component in self.components.values():
