@@ -462,19 +462,17 @@ class Reminder:
         return self.active
 
     def to_json(self) -> bytes:
-        return orjson.dumps({
-            "actorType": self.actor_type, "actorId": self.actor_id, "name": self.name,
-            "dueTime": self.due_time, "period": self.period, "ttl": self.ttl, "data": self.data,
-            "firstDue": self.first_due, "nextDue": self.next_due, "remaining": self.remaining,
-            "expires": self.expires, "created": self.created,
-        })
+        """A positional JSON array: 100,000 reminders are 100,000 records, so field names cost."""
+        return orjson.dumps([self.actor_type, self.actor_id, self.name, self.due_time, self.period, self.ttl,
+                             self.data, self.first_due, self.next_due, self.remaining, self.expires,
+                             self.created])  # fmt: skip
 
     @classmethod
     def from_json(cls, raw: bytes) -> Reminder:
-        d = orjson.loads(raw)
-        return cls(d["actorType"], d["actorId"], d["name"], d.get("dueTime", ""), d.get("period", ""),
-                   d.get("ttl", ""), d.get("data"), float(d["firstDue"]), float(d["nextDue"]),
-                   d.get("remaining"), d.get("expires"), float(d.get("created", 0.0)))
+        (actor_type, actor_id, name, due_time, period, ttl, data, first_due, next_due, remaining, expires,
+         created) = orjson.loads(raw)  # fmt: skip
+        return cls(actor_type, actor_id, name, due_time, period, ttl, data, float(first_due), float(next_due),
+                   remaining, expires, float(created))
 
 
 # --------------------------------------------------------------------------- scheduler
