@@ -19,6 +19,11 @@ STATE = ("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: states
          "  version: v1\n  metadata:\n  - {name: actorStateStore, value: 'true'}\n")
 
 
+# A deadlocked call chain ends after 3 s with Dapr's error instead of hanging.
+RESILIENCY = ("apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata: {name: r}\nspec:\n  policies:\n"
+              "    timeouts: {short: 3s}\n  targets:\n    actors:\n      Counter: {timeout: short}\n")
+
+
 class ActorApp(Process):
     def __init__(self, tmp: Path, sidecar_port: int, config: dict):
         self.port = free_port()
@@ -41,6 +46,7 @@ def actors(tmp_path, processes):
     resources = tmp_path / "resources"
     resources.mkdir()
     (resources / "state.yaml").write_text(STATE)
+    (resources / "resiliency.yaml").write_text(RESILIENCY)
     http_port = free_port()
 
     def start_sidecar():
@@ -109,6 +115,25 @@ def test_reentrancy(actors):
     assert {c["reentrancy"] for c in app.entries()} != {None}
 
 
+def test_without_reentrancy_a_call_chain_back_into_the_actor_times_out(actors):
+    """A -> B -> A deadlocks without reentrancy; the Resiliency timeout ends it with Dapr's error."""
+    _, sidecar, _ = actors({"entities": ["Counter"]})
+    chain = {"type": "Counter", "id": "B", "method": "call", "body": {"type": "Counter", "id": "A"}}
+    started = time.monotonic()
+    status, _, body = json_request(sidecar.http_port, "POST", "/v1.0/actors/Counter/A/method/call",
+                                   json.dumps(chain))
+    assert (status, body["errorCode"]) == (500, "ERR_ACTOR_INVOKE_METHOD")
+    assert "deadline exceeded" in body["message"] and time.monotonic() - started < 10
+    assert _call(sidecar, "Counter", "A", "sleep", b"0")[0] == 200  # nothing stays locked
+
+
+def test_reentrant_chains_back_into_the_actor_succeed(actors):
+    app, sidecar, _ = actors({"entities": ["Counter"], "reentrancy": {"enabled": True}})
+    chain = {"type": "Counter", "id": "B", "method": "call", "body": {"type": "Counter", "id": "A"}}
+    status, _, body = request(sidecar.http_port, "POST", "/v1.0/actors/Counter/A/method/call", json.dumps(chain))
+    assert status == 200 and json.loads(json.loads(body)["body"])["status"] == 200
+
+
 def test_without_reentrancy_a_call_back_into_the_turn_waits(actors):
     app, sidecar, _ = actors({"entities": ["Counter"]})
     other = threading.Thread(target=_call, args=(sidecar, "Counter", "b", "sleep", b"1500"))
@@ -145,6 +170,34 @@ def test_timers_and_reminders_survive_kill_9(actors):
     wait_for(lambda: [c for c in app.entries() if c["method"] == "remind/later"], timeout=10,
              what="the reminder due while the sidecar was down")
     assert len([c for c in app.entries() if c["method"] == "remind/later"]) == 1
+
+
+def test_the_sdk_error_convention_passes_through(actors):
+    """200 with X-DaprErrorResponseHeader reaches the caller unchanged (the JS/.NET SDKs raise from it)."""
+    _, sidecar, _ = actors({"entities": ["Counter"]})
+    status, headers, body = _call(sidecar, "Counter", "e", "fail")
+    assert (status, headers["X-DaprErrorResponseHeader"], json.loads(body)) == (200, "Actor error",
+                                                                               {"message": "it failed"})
+
+
+def test_reminder_cancelled_by_its_callback(actors):
+    app, sidecar, _ = actors({"entities": ["Counter"]})
+    assert request(sidecar.http_port, "POST", "/v1.0/actors/Counter/c/reminders/cancel-me",
+                   json.dumps({"dueTime": "0s", "period": "500ms"}))[0] == 204
+    wait_for(lambda: app.entries(), what="the first fire")
+    time.sleep(1.5)
+    assert len([c for c in app.entries() if c["method"] == "remind/cancel-me"]) == 1
+
+
+def test_ttl_ends_a_reminder(actors):
+    app, sidecar, _ = actors({"entities": ["Counter"]})
+    assert request(sidecar.http_port, "POST", "/v1.0/actors/Counter/t/reminders/short",
+                   json.dumps({"dueTime": "0s", "period": "1s", "ttl": "2500ms"}))[0] == 204
+    time.sleep(4.5)
+    fires = [c for c in app.entries() if c["method"] == "remind/short"]
+    assert 2 <= len(fires) <= 3  # at 0 s, 1 s and 2 s; none at or after the 2.5 s ttl
+    status, _, body = json_request(sidecar.http_port, "GET", "/v1.0/actors/Counter/t/reminders/short")
+    assert (status, body) == (200, {})  # gone once the ttl ended it
 
 
 def test_bad_input(actors):

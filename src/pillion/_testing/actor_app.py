@@ -7,10 +7,11 @@ entry and exit times) and ``DAPR_HTTP_PORT`` (its sidecar). Methods of any actor
 - ``sleep``: waits the number of milliseconds in the body;
 - ``add``: reads the actor state ``count`` through the sidecar, adds the body's number
   and saves it (lost updates show when two calls overlap);
-- ``call``: calls method ``sleep`` (body ``{"type", "id"}``) of another actor through the
-  sidecar, copying ``Dapr-Reentrancy-Id``;
+- ``call``: calls another actor through the sidecar (body ``{"type", "id", "method",
+  "body"}``; method ``sleep`` with body 0 by default), copying ``Dapr-Reentrancy-Id``;
 - ``remind/<name>`` and ``timer/<name>``: recorded; ``remind/cancel-me`` answers with
-  ``X-DaprReminderCancel: true``.
+  ``X-DaprReminderCancel: true``;
+- ``fail``: the SDKs' actor error convention, 200 with ``X-DaprErrorResponseHeader``.
 """
 
 from __future__ import annotations
@@ -93,11 +94,14 @@ class Actor(BaseHTTPRequestHandler):
             target = json.loads(body)
             forwarded = {"Dapr-Reentrancy-Id": self.headers["Dapr-Reentrancy-Id"]} \
                 if self.headers.get("Dapr-Reentrancy-Id") else {}
-            status, data = _sidecar("PUT", f"/v1.0/actors/{target['type']}/{target['id']}/method/sleep", b"0",
-                                    forwarded)
+            method_path = f"/v1.0/actors/{target['type']}/{target['id']}/method/{target.get('method', 'sleep')}"
+            status, data = _sidecar("PUT", method_path, json.dumps(target.get("body", 0)).encode(), forwarded)
             result = json.dumps({"status": status, "body": data.decode(errors="replace")}).encode()
         elif method == "remind/cancel-me":
             headers["X-DaprReminderCancel"] = "true"
+        elif method == "fail":
+            headers["X-DaprErrorResponseHeader"] = "Actor error"
+            result = b'{"message": "it failed"}'
         entry["end"] = time.time()
         _record(entry)
         self._reply(200, result, headers)

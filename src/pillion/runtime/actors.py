@@ -14,6 +14,7 @@ in memory, one loop timer handle each, and end with their actor.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -40,6 +41,7 @@ _FORWARDED = {b"content-type", b"traceparent", b"tracestate", b"dapr-reentrancy-
 
 @dataclass
 class TypeConfig:
+    call_timeout: float = CALL_TIMEOUT  # a Resiliency timeout policy on the actor type replaces it
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     reentrancy: bool = False
@@ -65,6 +67,19 @@ class ActorConfig:
                     if name in types:
                         types[name] = specific
         return cls(types)
+
+
+def _resiliency_timeouts(resources, app_id: str) -> dict[str, float]:
+    """Actor type -> seconds, from ``targets.actors.<type>.timeout`` of the Resiliency resources."""
+    out: dict[str, float] = {}
+    for resiliency in resources.resiliencies if resources is not None else ():
+        if resiliency.scopes and app_id not in resiliency.scopes:
+            continue
+        for actor_type, target in resiliency.targets.get("actors", {}).items():
+            name = target.get("timeout") if isinstance(target, dict) else None
+            if name in resiliency.policies.get("timeouts", {}):
+                out[actor_type] = resiliency.policies["timeouts"][name]
+    return out
 
 
 def _type_config(data: dict, base: TypeConfig) -> TypeConfig:
@@ -137,6 +152,9 @@ class Actors:
             log.warning("GET /dapr/config failed (%s): no actors", exc)
             data = None
         self.config = ActorConfig.from_json(data)
+        for name, seconds in _resiliency_timeouts(self.sidecar.resources, self.sidecar.app_id).items():
+            if name in self.config.types:
+                self.config.types[name] = dataclasses.replace(self.config.types[name], call_timeout=seconds)
         self.locks = {name: TurnLocks(t.max_stack_depth) for name, t in self.config.types.items()}
         if self.config.types:
             log.info("hosting actor types: %s", ", ".join(sorted(self.config.types)))
@@ -193,16 +211,24 @@ class Actors:
                 forwarded.append((b"Dapr-Reentrancy-Id", reentrancy_id.encode()))
         target = f"/actors/{actor_type}/{actor_id}/{suffix}" + (f"?{query}" if query else "")
         try:
-            async with self.locks[actor_type].turn(actor_key(actor_type, actor_id), reentrancy_id):
-                self._touch(actor_type, actor_id)
-                try:
-                    return await self.sidecar.app.call("PUT", target, forwarded, body, timeout=CALL_TIMEOUT)
-                finally:
-                    self._touch(actor_type, actor_id)
+            return await asyncio.wait_for(self._in_turn(actor_type, actor_id, reentrancy_id, target, forwarded, body),
+                                          settings.call_timeout)  # fmt: skip
+        except asyncio.TimeoutError:
+            raise DaprError("ERR_ACTOR_INVOKE_METHOD", "error invoke actor method: context deadline exceeded "
+                            f"({settings.call_timeout:g} s, waiting for the actor's turn included)") from None
         except StackDepthError:
             raise DaprError("ERR_ACTOR_STACK_DEPTH", "maximum stack depth exceeded") from None
         except (AppUnavailable, ClientError) as exc:
             raise DaprError("ERR_ACTOR_INVOKE_METHOD", f"error invoke actor method: {exc}") from None
+
+    async def _in_turn(self, actor_type: str, actor_id: str, reentrancy_id: str | None, target: str,
+                       headers: list[tuple[bytes, bytes]], body: bytes):
+        async with self.locks[actor_type].turn(actor_key(actor_type, actor_id), reentrancy_id):
+            self._touch(actor_type, actor_id)
+            try:
+                return await self.sidecar.app.call("PUT", target, headers, body)
+            finally:
+                self._touch(actor_type, actor_id)
 
     # -- reminders (LMDB) and timers (memory) --------------------------------------------------
 
