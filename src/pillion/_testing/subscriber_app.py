@@ -100,6 +100,10 @@ class Subscriber(BaseHTTPRequestHandler):
 
     do_PUT = do_POST
 
+    def do_OPTIONS(self):
+        """Input bindings are probed with OPTIONS: this app takes every route but /status/404."""
+        self._reply(404 if self.path.startswith("/status/404") else 200)
+
 
 def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ["APP_PORT"])

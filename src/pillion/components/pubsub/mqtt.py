@@ -125,7 +125,7 @@ class EmbeddedMqtt(PubSub):
             self._client.connect()
         self._handlers.subscribe(topic, topic, handler)
         self._filters.add(topic)
-        self._client.subscribe(f"$share/{options.group}/{topic}", self.qos)
+        self._client.subscribe(f"$share/{options.group}/{topic}" if options.group else topic, self.qos)
         unrouted, self._unrouted = self._unrouted, []
         for message, packet_id in unrouted:
             self._on_message(message, packet_id)
@@ -133,7 +133,7 @@ class EmbeddedMqtt(PubSub):
     async def unsubscribe_others(self, keep: set[str], options: SubscribeOptions) -> None:
         if self._client is None:
             return
-        prefix = f"$share/{options.group}/"
+        prefix = f"$share/{options.group}/" if options.group else ""
         for full_filter in self._client.subscriptions():
             if full_filter.startswith(prefix) and full_filter[len(prefix):] not in keep:
                 log.info("pubsub %s: unsubscribing %r, which the app no longer subscribes", self.name, full_filter)

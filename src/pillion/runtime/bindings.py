@@ -1,0 +1,101 @@
+"""Bindings at run time: which components are input and output, and input delivery to the app.
+
+Input follows daprd: once the app is ready, ``OPTIONS /<route>`` (the component's
+``route`` metadata, else its name); 2xx or 405 means the app takes the binding. Each
+event is then ``POST /<route>`` with ``Content-Type: application/json``, the event's
+metadata as headers; a 2xx answer accepts it, anything else is reported back to the
+component, which decides about retrying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..server.client import ClientError
+from .app_channel import AppUnavailable
+
+log = logging.getLogger("pillion.runtime.bindings")
+
+PROBE_TIMEOUT = 3.0
+DELIVERY_TIMEOUT = 60.0
+
+
+class BindingBinding:
+    """A configured binding: its component, direction and input route."""
+
+    def __init__(self, name: str, component, metadata: dict[str, str]) -> None:
+        lowered = {k.lower(): v for k, v in metadata.items()}
+        self.name = name
+        self.component = component
+        direction = {part.strip().lower() for part in lowered.get("direction", "").split(",") if part.strip()}
+        self.output = hasattr(component, "invoke") and (not direction or "output" in direction)
+        self.input = hasattr(component, "start") and (not direction or "input" in direction)
+        self.route = "/" + (lowered.get("route") or name).lstrip("/")
+
+
+class Bindings:
+    def __init__(self, sidecar) -> None:
+        self.sidecar = sidecar
+        self.bindings: dict[str, BindingBinding] = {}
+        self._task: asyncio.Task | None = None
+
+    def add(self, name: str, component, metadata: dict[str, str]) -> None:
+        self.bindings[name] = BindingBinding(name, component, metadata)
+
+    def start(self) -> None:
+        inputs = [b for b in self.bindings.values() if b.input]
+        if inputs and self.sidecar.app is not None:
+            self._task = asyncio.get_running_loop().create_task(self._start_inputs(inputs))
+
+    async def _start_inputs(self, inputs: list[BindingBinding]) -> None:
+        app = self.sidecar.app
+        await app.ready.wait()
+        for binding in inputs:
+            try:
+                response = await app.call("OPTIONS", binding.route, [], b"", timeout=PROBE_TIMEOUT)
+            except (AppUnavailable, ClientError) as exc:
+                log.error("input binding %s: OPTIONS %s failed (%s); not started", binding.name, binding.route, exc)
+                continue
+            if not (200 <= response.status < 300 or response.status == 405):
+                log.info("input binding %s: the app does not take %s (%d)", binding.name, binding.route,
+                         response.status)
+                continue
+            try:
+                await binding.component.start(self._deliverer(binding))
+            except Exception:  # one binding failing to start must not stop the others
+                log.exception("input binding %s failed to start", binding.name)
+                continue
+            log.info("input binding %s delivers to %s", binding.name, binding.route)
+
+    def _deliverer(self, binding: BindingBinding):
+        async def deliver(data: bytes, metadata: dict[str, str]) -> bool:
+            headers = [(b"Content-Type", b"application/json")]
+            headers.extend((k.encode(), v.encode()) for k, v in metadata.items() if _header_safe(k, v))
+            try:
+                response = await self.sidecar.app.call("POST", binding.route, headers, data, timeout=DELIVERY_TIMEOUT)
+            except (AppUnavailable, ClientError) as exc:
+                log.warning("input binding %s: delivery failed: %s", binding.name, exc)
+                return False
+            if not 200 <= response.status < 300:
+                log.warning("input binding %s: the app answered %d", binding.name, response.status)
+                return False
+            return True
+
+        return deliver
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def describe(self) -> dict[str, list[str]]:
+        """Capabilities per binding for the metadata API."""
+        out = {}
+        for name, binding in self.bindings.items():
+            caps = (["INPUT_BINDING"] if binding.input else []) + (["OUTPUT_BINDING"] if binding.output else [])
+            out[name] = caps
+        return out
+
+
+def _header_safe(name: str, value: str) -> bool:
+    return name.isascii() and value.isascii() and "\r" not in value and "\n" not in value and ":" not in name

@@ -1,0 +1,79 @@
+"""Bindings through a real sidecar: MQTT both ways on the embedded broker and on Mosquitto, and the
+output binding API's errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+from _http import json_request, request
+from _mqtt import Mosquitto
+from test_pubsub import SubscriberApp
+
+from pillion._testing import Sidecar, free_port, wait_for
+
+
+@pytest.fixture(params=["embedded", "mosquitto"])
+def mqtt_binding(request, tmp_path, processes):
+    """A resources folder with `devices`, a bindings.mqtt on sensors/+/temp; returns (folder, broker port)."""
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    mqtt_port = free_port()
+    url = ""
+    broker_port = mqtt_port
+    if request.param == "mosquitto":
+        (tmp_path / "mosquitto").mkdir()
+        mosquitto = Mosquitto(tmp_path / "mosquitto")
+        processes.append(mosquitto)
+        url = f"  - {{name: url, value: 'tcp://127.0.0.1:{mosquitto.port}'}}\n"
+        broker_port = mosquitto.port
+    (resources / "devices.yaml").write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: devices}\n"
+        "spec:\n  type: bindings.mqtt3\n  version: v1\n  metadata:\n  - {name: topic, value: 'sensors/+/temp'}\n"
+        f"  - {{name: consumerID, value: reader}}\n{url}")
+    return resources, mqtt_port, broker_port
+
+
+def test_mqtt_binding_both_ways(tmp_path, processes, mqtt_binding):
+    resources, mqtt_port, broker_port = mqtt_binding
+    app = SubscriberApp(tmp_path, {})
+    processes.append(app)
+    sidecar = Sidecar(tmp_path, "device-app", "--resources-path", str(resources), "--app-port", str(app.port),
+                      "--mqtt-port", str(mqtt_port))
+    processes.append(sidecar)
+    wait_for(lambda: "input binding devices delivers to /devices" in sidecar.output(), what="input binding")
+    subprocess.run(["mosquitto_pub", "-p", str(broker_port), "-q", "1", "-t", "sensors/kitchen/temp", "-m", "21.5"],
+                   check=True, timeout=10)
+    wait_for(lambda: app.received(), what="the device's reading at the app")
+    entry = app.received()[0]
+    assert (entry["path"], entry["body"], entry["headers"]["topic"]) == ("/devices", "21.5", "sensors/kitchen/temp")
+    assert entry["headers"]["content-type"] == "application/json"
+    sub = subprocess.Popen(["mosquitto_sub", "-p", str(broker_port), "-t", "actuators/#", "-C", "1", "-W", "10", "-v"],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        status, _, _ = request(sidecar.http_port, "POST", "/v1.0/bindings/devices", json.dumps(
+            {"operation": "create", "data": {"on": True}, "metadata": {"topic": "actuators/fan"}}))
+        assert status == 204
+        out, _ = sub.communicate(timeout=10)
+        assert out.strip() == 'actuators/fan {"on":true}'
+    finally:
+        sub.kill()
+    components = {c["name"]: c for c in json_request(sidecar.http_port, "GET", "/v1.0/metadata")[2]["components"]}
+    assert components["devices"]["capabilities"] == ["INPUT_BINDING", "OUTPUT_BINDING"]
+
+
+def test_output_binding_errors(tmp_path, processes, mqtt_binding):
+    resources, mqtt_port, _ = mqtt_binding
+    sidecar = Sidecar(tmp_path, "errors", "--resources-path", str(resources), "--mqtt-port", str(mqtt_port))
+    processes.append(sidecar)
+    status, _, body = json_request(sidecar.http_port, "POST", "/v1.0/bindings/nope", json.dumps({"operation": "create"}))
+    assert (status, body["errorCode"]) == (500, "ERR_INVOKE_OUTPUT_BINDING") and "couldn't find" in body["message"]
+    status, _, body = json_request(sidecar.http_port, "POST", "/v1.0/bindings/devices", json.dumps({"operation": "get"}))
+    assert (status, body["errorCode"]) == (500, "ERR_INVOKE_OUTPUT_BINDING")
+    assert "supported operations: create" in body["message"]
+    status, _, body = json_request(sidecar.http_port, "POST", "/v1.0/bindings/devices", b"[1]")
+    assert (status, body["errorCode"]) == (400, "ERR_MALFORMED_REQUEST")
+    assert sidecar.alive()
