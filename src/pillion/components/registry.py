@@ -8,6 +8,7 @@ state store never imports LMDB code, and one without MQTT never imports paho: on
 from __future__ import annotations
 
 import importlib
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from ..config.manifests import Component
@@ -20,6 +21,13 @@ BUILTIN: dict[str, str] = {
     "pubsub.in-memory": "pillion.components.pubsub.memory:MemoryPubSub",
     "pubsub.mqtt": "pillion.components.pubsub.mqtt:create",
     "pubsub.mqtt3": "pillion.components.pubsub.mqtt:create",  # Dapr's name for the same component
+    "bindings.cron": "pillion.components.bindings.cron:CronBinding",
+    "bindings.http": "pillion.components.bindings.http:HttpBinding",
+    "bindings.localstorage": "pillion.components.bindings.localstorage:LocalStorageBinding",
+    "bindings.mqtt": "pillion.components.bindings.mqtt:MqttBinding",
+    "bindings.mqtt3": "pillion.components.bindings.mqtt:MqttBinding",
+    "secretstores.local.file": "pillion.components.secretstores.localfile:LocalFileSecretStore",
+    "secretstores.local.env": "pillion.components.secretstores.localenv:LocalEnvSecretStore",
 }
 
 # What `pillion init` writes into the resources folder: file name -> Dapr YAML.
@@ -59,8 +67,12 @@ def known_types() -> list[str]:
     return sorted(BUILTIN)
 
 
-def check(component: Component) -> None:
-    """Fail start-up on a component this runtime cannot load, naming file, document and field."""
+def check(component: Component, secret_stores: Collection[str] = ()) -> None:
+    """Fail start-up on a component this runtime cannot load, naming file, document and field.
+
+    ``secret_stores`` names the secret store components loaded with it: a secretKeyRef
+    needs ``auth.secretStore`` to name one (standalone Dapr has no default store).
+    """
     src = component.source
     if component.type not in BUILTIN:
         available = ", ".join(known_types()) or "none in this version"
@@ -68,13 +80,20 @@ def check(component: Component) -> None:
             src.file, src.document, "spec.type",
             f"a known component type; {component.type!r} (component {component.name!r}) is not one. Available: {available}",
         )
-    for index, item in enumerate(component.metadata):
-        if item.secret_key_ref is not None:
-            raise ConfigError(
-                src.file, src.document, f"spec.metadata[{index}].secretKeyRef",
-                f"a plain value: component {component.name!r} refers to a secret, "
-                "but secret stores are not available in this version",
-            )
+    refs = [index for index, item in enumerate(component.metadata) if item.secret_key_ref is not None]
+    if refs and not secret_stores:
+        raise ConfigError(
+            src.file, src.document, f"spec.metadata[{refs[0]}].secretKeyRef",
+            f"a plain value: component {component.name!r} refers to a secret, but no secret store "
+            "component (secretstores.local.file, secretstores.local.env) is configured",
+        )
+    if refs and component.auth_secret_store not in secret_stores:
+        got = f"{component.auth_secret_store!r} is not one" if component.auth_secret_store else "it is not set"
+        raise ConfigError(
+            src.file, src.document, "auth.secretStore",
+            f"the secret store that holds the secrets of component {component.name!r}, one of "
+            f"{', '.join(sorted(secret_stores))}; {got}",
+        )
     if component.version not in ("", "v1"):
         raise ConfigError(src.file, src.document, "spec.version", f"v1 (got {component.version!r})")
 

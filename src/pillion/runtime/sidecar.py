@@ -25,6 +25,7 @@ from ..broker.options import BrokerOptions
 from ..broker.server import BrokerServer, is_pillion_broker
 from ..broker.store import StoreInUse
 from ..components import registry as component_registry
+from ..components.secretstores import is_secret_store
 from ..config.manifests import Configuration, Resources
 from ..server.client import HttpClientPool
 from ..server.protocol import HttpServer, Limits
@@ -33,8 +34,10 @@ from .app_channel import AppChannel, HealthCheck
 from .invocation import Invoker
 from .nameresolution import ChainResolver, HostRegistryResolver, StaticResolver
 from .actors import Actors
+from .bindings import Bindings
 from .pubsub import PubSubBinding, Subscriptions
 from .registry import HostRegistry, SidecarEntry
+from .secrets import SecretScopes, resolve_refs
 
 log = logging.getLogger("pillion.runtime.sidecar")
 
@@ -76,6 +79,8 @@ class Sidecar:
         self.extended: dict[str, str] = {}
         self.components: dict[str, object] = {}
         self.state_stores: dict[str, StateStoreBinding] = {}
+        self.secret_stores: dict[str, object] = {}
+        self.secret_scopes = SecretScopes()
         self.outbound_ready = False
         self.ready = False  # what /v1.0/healthz reports; not_ready() says why not
         self.started = time.time()
@@ -92,6 +97,7 @@ class Sidecar:
         self.pubsubs: dict[str, PubSubBinding] = {}
         self.subscriptions = Subscriptions(self)
         self.actors = Actors(self)
+        self.bindings = Bindings(self)
         self._stop = asyncio.Event()
         self.stop_reason = ""
 
@@ -107,8 +113,10 @@ class Sidecar:
 
             self.configuration = load_configuration(opts.config) if opts.config else None
             self.resources = load_resources(opts.resources_paths, app_id=opts.app_id, namespace=opts.namespace)
+        self.secret_scopes = SecretScopes.from_configuration(self.configuration)
+        secret_stores = {c.name for c in self.resources.components if is_secret_store(c.type)}
         for component in self.resources.components:
-            component_registry.check(component)
+            component_registry.check(component, secret_stores)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -165,6 +173,7 @@ class Sidecar:
             self.app.start()
         self.subscriptions.start()
         self.actors.start()
+        self.bindings.start()
         self.outbound_ready = True
         self._update_ready()
         log.info(
@@ -178,7 +187,16 @@ class Sidecar:
             opts.app_id, os.path.expanduser(opts.data_dir), opts.namespace, instance=str(opts.http_port),
             broker=self.broker, shared_broker_url=self.shared_broker_url,
         )
+        # Secret stores first, in file order (one may read its own secrets from an earlier one),
+        # then every other component with its secretKeyRef values filled in.
         for component in self.resources.components:
+            if is_secret_store(component.type):
+                (component,) = resolve_refs((component,), self.secret_stores)
+                self.secret_stores[component.name] = self.components[component.name] = \
+                    component_registry.create(component, context)
+        others = resolve_refs((c for c in self.resources.components if not is_secret_store(c.type)),
+                              self.secret_stores)
+        for component in others:
             instance = self.components[component.name] = component_registry.create(component, context)
             if component.type.startswith("state."):
                 # Dapr reads keyPrefix for the store, case-insensitively; the store never sees it.
@@ -186,6 +204,8 @@ class Sidecar:
                 prefix = key_prefix(metadata.get("keyprefix"), app_id=opts.app_id, store=component.name,
                                     namespace=opts.namespace)
                 self.state_stores[component.name] = StateStoreBinding(component.name, instance, prefix)
+            elif component.type.startswith("bindings."):
+                self.bindings.add(component.name, instance, component.metadata_dict())
             elif component.type.startswith("pubsub."):
                 self.pubsubs[component.name] = PubSubBinding(component.name, instance, component.metadata_dict(),
                                                              opts.app_id)  # fmt: skip
@@ -250,6 +270,7 @@ class Sidecar:
         if self.registry is not None and self.entry is not None:
             self.registry.unregister(self.entry)
         await self.subscriptions.stop(self.options.graceful_shutdown)
+        await self.bindings.stop()
         await asyncio.gather(*(s.shutdown(self.options.graceful_shutdown) for s in self.servers))
         await self.actors.stop()  # after the calls in flight: then every active actor is deactivated
         if self.app is not None:
@@ -272,9 +293,10 @@ class Sidecar:
     def metadata(self) -> dict:
         opts = self.options
         features = self.configuration.features if self.configuration else {}
+        bindings = self.bindings.describe()
         components = [
             {"name": c.name, "type": c.type, "version": c.version or "v1",
-             "capabilities": _capabilities(self.components.get(c.name))}
+             "capabilities": bindings.get(c.name) or _capabilities(self.components.get(c.name))}
             for c in self.resources.components
         ]
         out: dict = {
