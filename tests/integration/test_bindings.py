@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 
 import pytest
@@ -77,3 +78,51 @@ def test_output_binding_errors(tmp_path, processes, mqtt_binding):
     status, _, body = json_request(sidecar.http_port, "POST", "/v1.0/bindings/devices", b"[1]")
     assert (status, body["errorCode"]) == (400, "ERR_MALFORMED_REQUEST")
     assert sidecar.alive()
+
+
+def _component(resources, name, kind, **metadata):
+    items = "".join(f"  - {{name: {k}, value: '{v}'}}\n" for k, v in metadata.items())
+    (resources / f"{name}.yaml").write_text(f"apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {{name: {name}}}\n"
+                                            f"spec:\n  type: {kind}\n  version: v1\n  metadata:\n{items}")
+
+
+def test_cron_and_local_storage(tmp_path, processes):
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    files = tmp_path / "files"
+    files.mkdir()
+    _component(resources, "tick", "bindings.cron", schedule="@every 1s")
+    _component(resources, "files", "bindings.localstorage", rootPath=str(files))
+    app = SubscriberApp(tmp_path, {})
+    processes.append(app)
+    sidecar = Sidecar(tmp_path, "cron-app", "--resources-path", str(resources), "--app-port", str(app.port))
+    processes.append(sidecar)
+    wait_for(lambda: len([e for e in app.received() if e["path"] == "/tick"]) >= 2, timeout=10, what="two ticks")
+    tick = next(e for e in app.received() if e["path"] == "/tick")
+    assert tick["body"] == "" and "readtimeutc" in tick["headers"]
+
+    def call(operation, data=None, **metadata):
+        return json_request(sidecar.http_port, "POST", "/v1.0/bindings/files",
+                            json.dumps({"operation": operation, "data": data, "metadata": metadata}))
+
+    status, _, body = call("create", "hello", fileName="notes/a.txt")
+    assert (status, body) == (200, {"fileName": "notes/a.txt"})
+    status, _, _ = request(sidecar.http_port, "POST", "/v1.0/bindings/files",
+                           json.dumps({"operation": "get", "metadata": {"fileName": "notes/a.txt"}}))
+    assert status == 200 and (files / "notes" / "a.txt").exists()
+    for bad in ("../escape", "/etc/passwd", "notes/../../escape"):
+        status, _, body = call("get", fileName=bad)
+        assert (status, body["errorCode"]) == (500, "ERR_INVOKE_OUTPUT_BINDING"), bad
+    assert not (tmp_path / "escape").exists()
+    status, _, _ = call("delete", fileName="notes/a.txt")
+    assert status in (200, 204) and not (files / "notes" / "a.txt").exists()
+
+
+def test_bad_cron_spec_stops_start_up(tmp_path):
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    _component(resources, "tick", "bindings.cron", schedule="every minute please")
+    result = subprocess.run([sys.executable, "-m", "pillion", "sidecar", "--app-id", "a", "--dapr-http-port",
+                             str(free_port()), "--mqtt-port", "0", "--resources-path", str(resources)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "schedule" in result.stderr
