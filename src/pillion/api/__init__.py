@@ -22,7 +22,7 @@ class Endpoint:
 
 
 def all_endpoints() -> tuple[Endpoint, ...]:
-    from . import actors, bindings, health, invoke, metadata, pubsub, secrets, shutdown, state
+    from . import actors, bindings, health, invoke, lock, metadata, pubsub, secrets, shutdown, state
 
     return (health.ENDPOINTS + metadata.ENDPOINTS + shutdown.ENDPOINTS + state.ENDPOINTS + pubsub.ENDPOINTS
-            + bindings.ENDPOINTS + secrets.ENDPOINTS + actors.ENDPOINTS + invoke.ENDPOINTS)
+            + bindings.ENDPOINTS + secrets.ENDPOINTS + lock.ENDPOINTS + actors.ENDPOINTS + invoke.ENDPOINTS)

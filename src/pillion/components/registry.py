@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "bindings.localstorage": "pillion.components.bindings.localstorage:LocalStorageBinding",
     "bindings.mqtt": "pillion.components.bindings.mqtt:MqttBinding",
     "bindings.mqtt3": "pillion.components.bindings.mqtt:MqttBinding",
+    "lock.lmdb": "pillion.components.lock.lmdb:LmdbLockStore",
     "secretstores.local.file": "pillion.components.secretstores.localfile:LocalFileSecretStore",
     "secretstores.local.env": "pillion.components.secretstores.localenv:LocalEnvSecretStore",
 }

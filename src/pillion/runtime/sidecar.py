@@ -20,6 +20,7 @@ from .._version import __version__
 from ..api import all_endpoints
 from ..api.dispatch import Dispatcher
 from ..api.invoke import invoke_by_header
+from ..api.lock import LockStoreBinding, lock_key_prefix
 from ..api.state import StateStoreBinding, key_prefix
 from ..broker.options import BrokerOptions
 from ..broker.server import BrokerServer, is_pillion_broker
@@ -80,6 +81,7 @@ class Sidecar:
         self.components: dict[str, object] = {}
         self.state_stores: dict[str, StateStoreBinding] = {}
         self.secret_stores: dict[str, object] = {}
+        self.lock_stores: dict[str, LockStoreBinding] = {}
         self.secret_scopes = SecretScopes()
         self.outbound_ready = False
         self.ready = False  # what /v1.0/healthz reports; not_ready() says why not
@@ -204,6 +206,10 @@ class Sidecar:
                 prefix = key_prefix(metadata.get("keyprefix"), app_id=opts.app_id, store=component.name,
                                     namespace=opts.namespace)
                 self.state_stores[component.name] = StateStoreBinding(component.name, instance, prefix)
+            elif component.type.startswith("lock."):
+                metadata = {k.lower(): v for k, v in component.metadata_dict().items()}
+                prefix = lock_key_prefix(metadata.get("keyprefix"), app_id=opts.app_id, store=component.name)
+                self.lock_stores[component.name] = LockStoreBinding(component.name, instance, prefix)
             elif component.type.startswith("bindings."):
                 self.bindings.add(component.name, instance, component.metadata_dict())
             elif component.type.startswith("pubsub."):

@@ -1,0 +1,159 @@
+"""``lock.lmdb``: distributed locks for every sidecar of a host, kept in LMDB.
+
+The default path (``<data_dir>/locks``) is shared by all sidecars on the host, so
+they contend for the same locks. Every operation is a read-check-write job run by
+the environment's writer thread (``state/writer.py``): LMDB lets one write
+transaction run at a time across processes, which is what makes the check and the
+write atomic between sidecars. A lock is a state-format record (``records.pack``)
+whose value is the owner and whose expire time is wall-clock epoch seconds, so the
+writer's sweep deletes expired locks like expired state; a held lock survives a
+restart of its sidecar until it expires.
+
+``keyPrefix`` is read by the API layer (see ``api/lock.py``); here it is only
+checked, as Dapr refuses a prefix containing ``||`` when it loads the component.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from functools import partial
+
+import lmdb
+
+from ...config.manifests import Component
+from ...errors import ConfigError
+from ..registry import Context
+from ..state import records
+from ..state import writer as _writer
+from ..state.lmdb import DURABILITY, MIN_MAP_SIZE
+from . import LockStore, StoreError, UnlockStatus
+
+MIB = 1 << 20
+DEFAULT_MAP_SIZE = 16 * MIB  # locks are a few dozen bytes each
+DEFAULT_MAX_MAP_SIZE = 1024 * MIB if sys.maxsize >= 2**32 else 256 * MIB
+
+
+@dataclass(frozen=True, slots=True)
+class LmdbLockMetadata:
+    path: str
+    map_size: int = DEFAULT_MAP_SIZE
+    max_map_size: int = DEFAULT_MAX_MAP_SIZE
+    durability: str = "fsync"
+
+
+def parse_metadata(component: Component, context: Context) -> LmdbLockMetadata:
+    """Typed metadata; names are case-insensitive, unknown ones ignored.
+
+    Raises:
+        ConfigError: naming ``spec.metadata[i].<name>`` and what was expected.
+    """
+    src = component.source
+    values: dict[str, tuple[int, str, str]] = {}
+    for index, item in enumerate(component.metadata):
+        if item.value is not None:
+            values[item.name.lower()] = (index, item.name, item.value.strip())
+
+    def fail(name: str, expected: str):
+        index, original, _ = values[name]
+        raise ConfigError(src.file, src.document, f"spec.metadata[{index}].{original}", expected)
+
+    def size(name: str, default: int) -> int:
+        if name not in values:
+            return default
+        text = values[name][2]
+        if not text.isdigit() or int(text) < MIN_MAP_SIZE:
+            fail(name, f"a whole number of bytes, at least {MIN_MAP_SIZE} (got {text!r})")
+        return int(text)
+
+    if "keyprefix" in values and "||" in values["keyprefix"][2]:
+        fail("keyprefix", f"a key prefix without '||' (got {values['keyprefix'][2]!r})")
+    path = values["path"][2] if "path" in values else os.path.join(context.data_dir, "locks")
+    if not path:
+        fail("path", "a directory path for the LMDB environment")
+    durability = values["durability"][2].lower() if "durability" in values else "fsync"
+    if durability not in DURABILITY:
+        fail("durability", f"one of {', '.join(DURABILITY)} (got {values['durability'][2]!r})")
+    map_size = size("mapsize", DEFAULT_MAP_SIZE)
+    max_map_size = max(size("maxmapsize", max(DEFAULT_MAX_MAP_SIZE, map_size)), map_size)
+    return LmdbLockMetadata(os.path.expanduser(path), map_size, max_map_size, durability)
+
+
+def _holder(txn: lmdb.Transaction, batch: _writer.Batch, key: bytes) -> bytes | None:
+    """The owner of the live lock on ``key``, or None (absent, expired or unreadable)."""
+    raw = txn.get(key, db=batch.db)
+    if raw is None:
+        return None
+    try:
+        _, expire, _, owner = records.unpack(raw)
+    except ValueError:
+        return None
+    return owner if records.is_live(expire, batch.now) else None
+
+
+def _try_lock(key: bytes, owner: bytes, expiry_seconds: int, txn: lmdb.Transaction, batch: _writer.Batch) -> bool:
+    """Writer-thread job: take the lock if nobody holds a live one."""
+    if _holder(txn, batch, key) is not None:
+        return False
+    txn.put(key, records.pack(batch.next_version(), batch.now + expiry_seconds, None, owner), db=batch.db)
+    return True
+
+
+def _unlock(key: bytes, owner: bytes, txn: lmdb.Transaction, batch: _writer.Batch) -> int:
+    """Writer-thread job: release the lock when ``owner`` holds it."""
+    holder = _holder(txn, batch, key)
+    if holder is None:
+        return UnlockStatus.LOCK_DOES_NOT_EXIST
+    if holder != owner:
+        return UnlockStatus.LOCK_BELONGS_TO_OTHERS
+    txn.delete(key, db=batch.db)
+    return UnlockStatus.SUCCESS
+
+
+class LmdbLockStore(LockStore):
+    """A ``lock.lmdb`` component; see the module docstring for its behaviour."""
+
+    def __init__(self, component: Component, context: Context):
+        self.name = component.name
+        self.options = opts = parse_metadata(component, context)
+        sync, metasync = DURABILITY[opts.durability]
+        try:
+            self._env = _writer.acquire(opts.path, map_size=opts.map_size, max_map_size=opts.max_map_size,
+                                        sync=sync, metasync=metasync)
+        except (lmdb.Error, OSError) as exc:
+            raise StoreError(f"cannot open lock store {self.name!r} at {opts.path}: {exc}") from exc
+        if (self._env.sync, self._env.metasync) != (sync, metasync):
+            _writer.unref(self._env)  # another user remains, so nothing to stop
+            index = [i for i, m in enumerate(component.metadata) if m.name.lower() == "durability"]
+            field = f"spec.metadata[{index[0]}].durability" if index else "spec.metadata"
+            raise ConfigError(component.source.file, component.source.document, field,
+                              f"the durability the other LMDB component at {opts.path} uses")
+        self._closed = False
+
+    async def try_lock(self, resource_id: str, owner: str, expiry_seconds: int) -> bool:
+        if expiry_seconds <= 0:
+            raise StoreError(f"lock expiry must be positive, got {expiry_seconds}")
+        key = self._key(resource_id)
+        return await self._env.submit(partial(_try_lock, key, owner.encode(), expiry_seconds))
+
+    async def unlock(self, resource_id: str, owner: str) -> int:
+        key = self._key(resource_id)
+        return int(await self._env.submit(partial(_unlock, key, owner.encode())))
+
+    def _key(self, resource_id: str) -> bytes:
+        if self._closed:
+            raise StoreError(f"lock store {self.name!r} is closed")
+        key = resource_id.encode()
+        limit = self._env.max_key_size
+        if not 0 < len(key) <= limit:
+            raise StoreError(f"lock key must be 1 to {limit} bytes of UTF-8, got {len(key)}")
+        return key
+
+    async def close(self) -> None:
+        """Drain this environment's queue and close it when this is its last user."""
+        if self._closed:
+            return
+        self._closed = True
+        if _writer.unref(self._env):
+            await self._env.stop()
