@@ -15,9 +15,6 @@ checked, as Dapr refuses a prefix containing ``||`` when it loads the component.
 
 from __future__ import annotations
 
-import os
-import sys
-from dataclasses import dataclass
 from functools import partial
 
 import lmdb
@@ -27,57 +24,18 @@ from ...errors import ConfigError
 from ..registry import Context
 from ..state import records
 from ..state import writer as _writer
-from ..state.lmdb import DURABILITY, MIN_MAP_SIZE
+from ..state.lmdb import DURABILITY, parse_metadata
 from . import LockStore, StoreError, UnlockStatus
 
 MIB = 1 << 20
 DEFAULT_MAP_SIZE = 16 * MIB  # locks are a few dozen bytes each
-DEFAULT_MAX_MAP_SIZE = 1024 * MIB if sys.maxsize >= 2**32 else 256 * MIB
 
 
-@dataclass(frozen=True, slots=True)
-class LmdbLockMetadata:
-    path: str
-    map_size: int = DEFAULT_MAP_SIZE
-    max_map_size: int = DEFAULT_MAX_MAP_SIZE
-    durability: str = "fsync"
-
-
-def parse_metadata(component: Component, context: Context) -> LmdbLockMetadata:
-    """Typed metadata; names are case-insensitive, unknown ones ignored.
-
-    Raises:
-        ConfigError: naming ``spec.metadata[i].<name>`` and what was expected.
-    """
-    src = component.source
-    values: dict[str, tuple[int, str, str]] = {}
+def _check_key_prefix(component: Component) -> None:
     for index, item in enumerate(component.metadata):
-        if item.value is not None:
-            values[item.name.lower()] = (index, item.name, item.value.strip())
-
-    def fail(name: str, expected: str):
-        index, original, _ = values[name]
-        raise ConfigError(src.file, src.document, f"spec.metadata[{index}].{original}", expected)
-
-    def size(name: str, default: int) -> int:
-        if name not in values:
-            return default
-        text = values[name][2]
-        if not text.isdigit() or int(text) < MIN_MAP_SIZE:
-            fail(name, f"a whole number of bytes, at least {MIN_MAP_SIZE} (got {text!r})")
-        return int(text)
-
-    if "keyprefix" in values and "||" in values["keyprefix"][2]:
-        fail("keyprefix", f"a key prefix without '||' (got {values['keyprefix'][2]!r})")
-    path = values["path"][2] if "path" in values else os.path.join(context.data_dir, "locks")
-    if not path:
-        fail("path", "a directory path for the LMDB environment")
-    durability = values["durability"][2].lower() if "durability" in values else "fsync"
-    if durability not in DURABILITY:
-        fail("durability", f"one of {', '.join(DURABILITY)} (got {values['durability'][2]!r})")
-    map_size = size("mapsize", DEFAULT_MAP_SIZE)
-    max_map_size = max(size("maxmapsize", max(DEFAULT_MAX_MAP_SIZE, map_size)), map_size)
-    return LmdbLockMetadata(os.path.expanduser(path), map_size, max_map_size, durability)
+        if item.name.lower() == "keyprefix" and item.value and "||" in item.value:
+            raise ConfigError(component.source.file, component.source.document, f"spec.metadata[{index}].{item.name}",
+                              f"a key prefix without '||' (got {item.value.strip()!r})")
 
 
 def _holder(txn: lmdb.Transaction, batch: _writer.Batch, key: bytes) -> bytes | None:
@@ -116,7 +74,8 @@ class LmdbLockStore(LockStore):
 
     def __init__(self, component: Component, context: Context):
         self.name = component.name
-        self.options = opts = parse_metadata(component, context)
+        _check_key_prefix(component)
+        self.options = opts = parse_metadata(component, context, subdir="locks", default_map_size=DEFAULT_MAP_SIZE)
         sync, metasync = DURABILITY[opts.durability]
         try:
             self._env = _writer.acquire(opts.path, map_size=opts.map_size, max_map_size=opts.max_map_size,

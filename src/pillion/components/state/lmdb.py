@@ -59,8 +59,11 @@ class LmdbMetadata:
     actor_state_store: bool = False
 
 
-def parse_metadata(component: Component, context: Context) -> LmdbMetadata:
+def parse_metadata(component: Component, context: Context, *, subdir: str = "state",
+                   default_map_size: int = DEFAULT_MAP_SIZE) -> LmdbMetadata:
     """Typed metadata; names are case-insensitive, unknown ones (``keyPrefix``…) ignored.
+
+    The lock store reads the same settings, with its own directory and map size.
 
     Raises:
         ConfigError: naming ``spec.metadata[i].<name>`` and what was expected.
@@ -83,13 +86,13 @@ def parse_metadata(component: Component, context: Context) -> LmdbMetadata:
             fail(name, f"a whole number of bytes, at least {MIN_MAP_SIZE} (got {text!r})")
         return int(text)
 
-    path = values["path"][2] if "path" in values else os.path.join(context.data_dir, "state")
+    path = values["path"][2] if "path" in values else os.path.join(context.data_dir, subdir)
     if not path:
         fail("path", "a directory path for the LMDB environment")
     durability = values["durability"][2].lower() if "durability" in values else "fsync"
     if durability not in DURABILITY:
         fail("durability", f"one of {', '.join(DURABILITY)} (got {values['durability'][2]!r})")
-    map_size = size("mapsize", DEFAULT_MAP_SIZE)
+    map_size = size("mapsize", default_map_size)
     max_map_size = max(size("maxmapsize", max(DEFAULT_MAX_MAP_SIZE, map_size)), map_size)
     actor = values.get("actorstatestore", (0, "", ""))[2].lower() in TRUTHY
     return LmdbMetadata(os.path.expanduser(path), map_size, max_map_size, durability, actor)
