@@ -40,7 +40,7 @@ class SdkActorApp(Process):
     def entries(self, kind: str, actor_id: str = "1") -> list[dict]:
         if not self.record.exists():
             return []
-        lines = self.record.read_text().splitlines()
+        lines = self.record.read_text().split("\n")[:-1]  # complete lines only: the app may be writing
         return [e for e in map(json.loads, lines) if e["kind"] == kind and e["id"] == actor_id]
 
 

@@ -30,7 +30,8 @@ class SubscriberApp(Process):
     def received(self, accepted_only: bool = True) -> list[dict]:
         if not self.record.exists():
             return []
-        lines = [json.loads(line) for line in self.record.read_text().splitlines() if line.strip()]
+        # Only complete lines: the app may be writing the last one right now.
+        lines = [json.loads(line) for line in self.record.read_text().split("\n")[:-1] if line.strip()]
         return [entry for entry in lines if entry["accepted"] or not accepted_only]
 
     def started(self) -> int:
