@@ -75,7 +75,8 @@ class Subscriber(BaseHTTPRequestHandler):
         if path == "/bulk":
             entries = json.loads(body).get("entries", [])
             for entry in entries:
-                _record({"path": path, "accepted": True, "body": json.dumps(entry["event"]), "headers": headers})
+                _record({"path": path, "accepted": True, "body": json.dumps(entry["event"]), "headers": headers,
+                         "batch": len(entries)})
             statuses = [{"entryId": e["entryId"], "status": "SUCCESS"} for e in entries]
             self._reply(200, json.dumps({"statuses": statuses}).encode())
             return

@@ -16,6 +16,11 @@ from ..server.client import ClientError, ClientResponse, HttpClientPool
 log = logging.getLogger("pillion.runtime.app")
 
 
+def header_safe(name: str, value: str) -> bool:
+    """Whether message metadata can travel to the app as an HTTP header unchanged."""
+    return name.isascii() and value.isascii() and "\r" not in value and "\n" not in value and ":" not in name
+
+
 class AppUnavailable(Exception):
     """The app cannot take calls now; the message says why (Dapr's wording)."""
 

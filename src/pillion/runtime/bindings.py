@@ -13,7 +13,7 @@ import asyncio
 import logging
 
 from ..server.client import ClientError
-from .app_channel import AppUnavailable
+from .app_channel import AppUnavailable, header_safe
 
 log = logging.getLogger("pillion.runtime.bindings")
 
@@ -71,7 +71,7 @@ class Bindings:
     def _deliverer(self, binding: BindingBinding):
         async def deliver(data: bytes, metadata: dict[str, str]) -> bool:
             headers = [(b"Content-Type", b"application/json")]
-            headers.extend((k.encode(), v.encode()) for k, v in metadata.items() if _header_safe(k, v))
+            headers.extend((k.encode(), v.encode()) for k, v in metadata.items() if header_safe(k, v))
             try:
                 response = await self.sidecar.app.call("POST", binding.route, headers, data, timeout=DELIVERY_TIMEOUT)
             except (AppUnavailable, ClientError) as exc:
@@ -95,7 +95,3 @@ class Bindings:
             caps = (["INPUT_BINDING"] if binding.input else []) + (["OUTPUT_BINDING"] if binding.output else [])
             out[name] = caps
         return out
-
-
-def _header_safe(name: str, value: str) -> bool:
-    return name.isascii() and value.isascii() and "\r" not in value and "\n" not in value and ":" not in name

@@ -28,7 +28,7 @@ import orjson
 from .. import cloudevents
 from ..components.pubsub import Message, Outcome, PubSub, SubscribeOptions, parse_bool
 from ..server.client import ClientError
-from .app_channel import AppUnavailable
+from .app_channel import AppUnavailable, header_safe
 from .cel import CelError
 from .cel import compile as compile_cel
 
@@ -336,7 +336,7 @@ class Subscriptions:
         traceparent = event.get("traceparent")
         if isinstance(traceparent, str) and traceparent:
             headers.append((b"traceparent", traceparent.encode()))
-        headers.extend((k.encode(), v.encode()) for k, v in message.metadata.items() if _header_safe(k, v))
+        headers.extend((k.encode(), v.encode()) for k, v in message.metadata.items() if header_safe(k, v))
         try:
             response = await self.sidecar.app.call("POST", _target(path), headers, body, timeout=DELIVERY_TIMEOUT)
             outcome = _outcome(response.status, response.body)
@@ -398,9 +398,6 @@ def _report(task: asyncio.Task) -> None:
 def _target(path: str) -> str:
     return path if path.startswith("/") else "/" + path
 
-
-def _header_safe(name: str, value: str) -> bool:
-    return name.isascii() and value.isascii() and "\r" not in value and "\n" not in value and ":" not in name
 
 
 class BulkDelivery:
