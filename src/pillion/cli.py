@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "warning", "error", "fatal"])
     broker.add_argument("--log-as-json", action="store_true")
 
+    from .configuration_cli import add_parser as add_config_parser
+
+    add_config_parser(sub)
+
     passwd = sub.add_parser("passwd", help="add, change or delete a user in a broker password file")
     passwd.add_argument("file")
     passwd.add_argument("username")
@@ -167,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_normalize_argv(sys.argv[1:] if argv is None else argv))
     return {"run": cmd_run, "sidecar": cmd_sidecar, "init": cmd_init, "list": cmd_list, "stop": cmd_stop,
-            "broker": cmd_broker, "passwd": cmd_passwd}[args.command](args)
+            "broker": cmd_broker, "passwd": cmd_passwd, "config": cmd_config}[args.command](args)
 
 
 # -- logging -------------------------------------------------------------------------
@@ -455,6 +459,12 @@ def cmd_init(args) -> int:
     for path in written:
         print(f"  wrote {path}")
     return 0
+
+
+def cmd_config(args) -> int:
+    from .configuration_cli import run
+
+    return run(args, args.resources_path or [str(pillion_home() / "components")], args.data_dir or default_data_dir())
 
 
 def _registry(args):

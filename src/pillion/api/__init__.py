@@ -22,7 +22,8 @@ class Endpoint:
 
 
 def all_endpoints() -> tuple[Endpoint, ...]:
-    from . import actors, bindings, health, invoke, lock, metadata, pubsub, secrets, shutdown, state
+    from . import actors, bindings, configuration, health, invoke, lock, metadata, pubsub, secrets, shutdown, state
 
     return (health.ENDPOINTS + metadata.ENDPOINTS + shutdown.ENDPOINTS + state.ENDPOINTS + pubsub.ENDPOINTS
-            + bindings.ENDPOINTS + secrets.ENDPOINTS + lock.ENDPOINTS + actors.ENDPOINTS + invoke.ENDPOINTS)
+            + bindings.ENDPOINTS + secrets.ENDPOINTS + configuration.ENDPOINTS + lock.ENDPOINTS + actors.ENDPOINTS
+            + invoke.ENDPOINTS)

@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "bindings.localstorage": "pillion.components.bindings.localstorage:LocalStorageBinding",
     "bindings.mqtt": "pillion.components.bindings.mqtt:MqttBinding",
     "bindings.mqtt3": "pillion.components.bindings.mqtt:MqttBinding",
+    "configuration.lmdb": "pillion.components.configuration.lmdb:LmdbConfigurationStore",
     "lock.lmdb": "pillion.components.lock.lmdb:LmdbLockStore",
     "secretstores.local.file": "pillion.components.secretstores.localfile:LocalFileSecretStore",
     "secretstores.local.env": "pillion.components.secretstores.localenv:LocalEnvSecretStore",
@@ -60,6 +61,17 @@ spec:
   # No url: the broker embedded in the sidecar, its queues kept in LMDB under the data directory.
   - name: qos
     value: "1"
+""",
+    "configstore.yaml": """\
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: configstore
+spec:
+  type: configuration.lmdb
+  version: v1
+  metadata: []
+  # Items are changed with `pillion config set KEY=VALUE`; subscribed apps are told.
 """,
 }
 

@@ -274,12 +274,13 @@ def _metadata_items(doc: _Doc, value: Any, field: str) -> tuple[MetadataItem, ..
 # ---- resources --------------------------------------------------------------
 
 
-def load_resources(paths: list[str], *, app_id: str, namespace: str | None = None) -> Resources:
+def load_resources(paths: list[str], *, app_id: str | None, namespace: str | None = None) -> Resources:
     """Every Component, Subscription, Resiliency and HTTPEndpoint for ``app_id``.
 
     Reads *.yaml/*.yml (sorted, not recursive, like daprd) in each folder. Manifests
     scoped to other apps, or whose namespace differs from ``namespace`` when that is
-    set (daprd's NAMESPACE rule), are skipped after validation.
+    set (daprd's NAMESPACE rule), are skipped after validation. ``app_id=None``
+    (the CLI's tools) keeps manifests of every scope.
     """
     components: list[Component] = []
     subscriptions: list[Subscription] = []
@@ -299,7 +300,7 @@ def load_resources(paths: list[str], *, app_id: str, namespace: str | None = Non
                 if parsed is None:
                     continue
                 manifest, scopes, ns = parsed
-                if scopes and app_id not in scopes:
+                if scopes and app_id is not None and app_id not in scopes:
                     continue
                 if namespace and ns and ns != namespace:
                     continue

@@ -82,6 +82,7 @@ class Sidecar:
         self.state_stores: dict[str, StateStoreBinding] = {}
         self.secret_stores: dict[str, object] = {}
         self.lock_stores: dict[str, LockStoreBinding] = {}
+        self.configuration_stores: dict[str, object] = {}
         self.secret_scopes = SecretScopes()
         self.outbound_ready = False
         self.ready = False  # what /v1.0/healthz reports; not_ready() says why not
@@ -210,6 +211,8 @@ class Sidecar:
                 metadata = {k.lower(): v for k, v in component.metadata_dict().items()}
                 prefix = lock_key_prefix(metadata.get("keyprefix"), app_id=opts.app_id, store=component.name)
                 self.lock_stores[component.name] = LockStoreBinding(component.name, instance, prefix)
+            elif component.type.startswith("configuration."):
+                self.configuration_stores[component.name] = instance
             elif component.type.startswith("bindings."):
                 self.bindings.add(component.name, instance, component.metadata_dict())
             elif component.type.startswith("pubsub."):

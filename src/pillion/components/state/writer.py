@@ -139,6 +139,11 @@ class SharedEnv:
 
     # -- called from event-loop threads ---------------------------------------------
 
+    def counter(self, txn: lmdb.Transaction) -> int:
+        """The last version handed out, as ``txn`` sees it (stores that follow changes poll it)."""
+        raw = txn.get(COUNTER_KEY, db=self.meta)
+        return _U64.unpack(raw)[0] if raw is not None else 0
+
     def submit(self, fn: JobFn) -> asyncio.Future:
         """Queue one job; the future resolves after the commit that contains it."""
         loop = asyncio.get_running_loop()
@@ -242,8 +247,7 @@ class SharedEnv:
         outcomes: list[tuple[Any, BaseException | None]] = []
         txn = self.env.begin(write=True)
         try:
-            raw = txn.get(COUNTER_KEY, db=self.meta)
-            start = _U64.unpack(raw)[0] if raw is not None else 0
+            start = self.counter(txn)
             batch = Batch(self.db, time.time(), start)
             for job in jobs:
                 child = self.env.begin(write=True, parent=txn)

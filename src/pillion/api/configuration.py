@@ -1,0 +1,81 @@
+"""Configuration API: get, subscribe and unsubscribe, on ``/v1.0/`` and ``/v1.0-alpha1/``.
+
+As daprd 1.16: a get answers the found items keyed by name (204 when none), a
+subscribe answers ``{"id": ...}`` and the app then receives
+``POST /configuration/{store}/{key}`` per changed key (``runtime/configuration.py``),
+an unsubscribe answers ``{"ok": true}``, or 500 with ``{"ok": false, "message"}``
+rather than Dapr's usual error body.
+"""
+
+from __future__ import annotations
+
+from ..components.configuration import StoreError
+from ..errors import DaprError
+from ..runtime.configuration import update_handler
+from ..server.http import Response
+from . import Endpoint
+
+
+def _store(sidecar, request):
+    stores = sidecar.configuration_stores
+    if not stores:
+        raise DaprError("ERR_CONFIGURATION_STORE_NOT_CONFIGURED", "configuration stores not configured")
+    name = request.params["storeName"]
+    store = stores.get(name)
+    if store is None:
+        raise DaprError("ERR_CONFIGURATION_STORE_NOT_FOUND", f"configuration store {name} not found")
+    return name, store
+
+
+def _keys(request) -> list[str]:
+    return [value for name, value in request.query_params() if name == "key"]
+
+
+async def get_configuration(sidecar, request):
+    name, store = _store(sidecar, request)
+    keys = _keys(request)
+    try:
+        items = await store.get(keys)
+    except StoreError as exc:
+        raise DaprError("ERR_CONFIGURATION_GET",
+                        f"failed to get {keys} from Configuration store {name}: {exc}") from None
+    if not items:
+        return Response(204)
+    return Response.json({key: item.to_json() for key, item in items.items()})
+
+
+async def subscribe_configuration(sidecar, request):
+    if sidecar.app is None:
+        raise DaprError("ERR_APP_CHANNEL_NIL", "app channel is not initialized: configuration updates "
+                        "need an app port (--app-port)")
+    name, store = _store(sidecar, request)
+    keys = _keys(request)
+    try:
+        subscription_id = await store.subscribe(keys, update_handler(sidecar, name))
+    except StoreError as exc:
+        raise DaprError("ERR_CONFIGURATION_SUBSCRIBE",
+                        f"failed to subscribe {keys} from Configuration store {name}: {exc}") from None
+    return Response.json({"id": subscription_id})
+
+
+async def unsubscribe_configuration(sidecar, request):
+    name, store = _store(sidecar, request)
+    subscription_id = request.params["configurationSubscribeID"]
+    if not await store.unsubscribe(subscription_id):
+        return Response.json({"ok": False, "message": f"failed to unsubscribe subscription {subscription_id} "
+                              f"from Configuration store {name}: subscription does not exist"}, status=500)
+    return Response.json({"ok": True})
+
+
+ENDPOINTS = tuple(
+    endpoint
+    for version in ("v1.0", "v1.0-alpha1")
+    for endpoint in (
+        Endpoint(("GET",), f"/{version}/configuration/{{storeName}}", "GetConfiguration", "configuration",
+                 get_configuration),
+        Endpoint(("GET",), f"/{version}/configuration/{{storeName}}/subscribe", "SubscribeConfiguration",
+                 "configuration", subscribe_configuration),
+        Endpoint(("GET",), f"/{version}/configuration/{{storeName}}/{{configurationSubscribeID}}/unsubscribe",
+                 "UnsubscribeConfiguration", "configuration", unsubscribe_configuration),
+    )
+)
