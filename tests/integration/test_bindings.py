@@ -3,6 +3,7 @@ output binding API's errors."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -126,3 +127,65 @@ def test_bad_cron_spec_stops_start_up(tmp_path):
                              str(free_port()), "--mqtt-port", "0", "--resources-path", str(resources)],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "schedule" in result.stderr
+
+
+def test_http_binding_calls_a_real_server(tmp_path, processes, echo_app):
+    server = echo_app()
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    _component(resources, "backend", "bindings.http", url=f"http://127.0.0.1:{server.port}",
+               responseTimeout="500ms")
+    sidecar = Sidecar(tmp_path, "caller", "--resources-path", str(resources))
+    processes.append(sidecar)
+
+    def call(operation, data=None, **metadata):
+        return request(sidecar.http_port, "POST", "/v1.0/bindings/backend",
+                       json.dumps({"operation": operation, "data": data, "metadata": metadata}))
+
+    status, headers, body = call("post", {"temp": 21}, path="/api/readings", **{"X-Device": "kitchen"})
+    assert status == 200
+    echoed = json.loads(body)
+    assert (echoed["method"], echoed["path"]) == ("POST", "/api/readings")
+    assert ["X-Device", "kitchen"] in echoed["headers"]
+    assert json.loads(base64.b64decode(echoed["body"])) == {"temp": 21}
+    assert headers["metadata.statuscode"] == "200" and headers["metadata.x-echo"] == "yes"
+    status, _, body = call("get", path="/api/readings")
+    assert status == 200 and json.loads(body)["method"] == "GET"
+    status, _, body = call("get", path="/status/503")
+    assert status == 500 and b"503" in body  # errorIfNot2XX, Dapr's default
+    status, _, body = call("get", path="/sleep/2000")
+    assert status == 500 and json.loads(body)["errorCode"] == "ERR_INVOKE_OUTPUT_BINDING"  # responseTimeout
+    status, _, body = call("connect")
+    assert status == 500 and b"supported operations" in body
+
+
+def test_local_storage_list_base64_and_symlinks(tmp_path, processes):
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    files = tmp_path / "files"
+    files.mkdir()
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not yours")
+    (files / "link").symlink_to(outside)
+    (files / "dir-link").symlink_to(tmp_path)
+    _component(resources, "files", "bindings.localstorage", rootPath=str(files))
+    sidecar = Sidecar(tmp_path, "storage", "--resources-path", str(resources))
+    processes.append(sidecar)
+
+    def call(operation, data=None, **metadata):
+        return request(sidecar.http_port, "POST", "/v1.0/bindings/files",
+                       json.dumps({"operation": operation, "data": data, "metadata": metadata}))
+
+    raw = bytes(range(256))
+    status, _, _ = call("create", base64.b64encode(raw).decode(), fileName="blob.bin")  # base64 is decoded
+    assert status == 200 and (files / "blob.bin").read_bytes() == raw
+    status, _, body = call("get", fileName="blob.bin")
+    assert status == 200 and body == raw
+    status, _, body = call("list")
+    assert status == 200 and str(files / "blob.bin") in json.loads(body)
+    for escape in ("link", "dir-link/secret.txt"):
+        status, _, body = call("get", fileName=escape)
+        assert status == 500 and b"not yours" not in body, escape
+        status, _, _ = call("create", "overwrite", fileName=escape)
+        assert status == 500, escape
+    assert outside.read_text() == "not yours"
