@@ -12,9 +12,9 @@ Operations (request metadata ``fileName``, exact case, names the file):
   there are none, as Go encodes an empty list.
 * ``delete``: removes the file (or an empty directory); no response body.
 
-A name never leaves the root: like Dapr (filepath-securejoin) it is resolved as if
-rootPath were ``/``: ``..`` stops at the root, an absolute name or an absolute symlink
-target starts from the root, and symlinks are expanded inside it. A NUL byte fails.
+A name never leaves the root: one that could (``..`` past the root, an absolute name, a
+symlink whose target lies outside, a NUL byte) is refused, where Dapr
+(filepath-securejoin) quietly resolves it inside the root instead.
 """
 
 from __future__ import annotations
