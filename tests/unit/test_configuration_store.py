@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pillion.components.configuration import StoreError
 from pillion.components.configuration.lmdb import FEED, LmdbConfigurationStore
@@ -169,3 +172,29 @@ def test_bad_keys_and_metadata(tmp_path):
         LmdbConfigurationStore(component(tmp_path, pollInterval="forever"), Context("app", str(tmp_path)))
     with pytest.raises(ConfigError, match="durability"):
         LmdbConfigurationStore(component(tmp_path, durability="maybe"), Context("app", str(tmp_path)))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=st.dictionaries(st.text(max_size=600), st.text(max_size=50), max_size=5),
+       asked=st.lists(st.text(max_size=600), max_size=5))
+def test_any_keys_are_stored_or_refused_with_a_store_error(tmp_path, items, asked):
+    async def go():
+        s = store(tmp_path / uuid.uuid4().hex)  # examples share tmp_path
+        try:
+            try:
+                await s.set({k: (v, {}) for k, v in items.items()})
+            except StoreError:
+                assert any(not 0 < len(k.encode()) <= 509 for k in items)
+            else:
+                got = await s.get(list(items))
+                assert {k: v.value for k, v in got.items()} == items
+            try:
+                got = await s.get(asked)
+            except StoreError:
+                assert any(not 0 < len(k.encode()) <= 509 for k in asked)
+            else:
+                assert not asked or set(got) <= set(asked)  # no key asked: every item
+        finally:
+            await s.close()
+
+    run(go())

@@ -9,12 +9,15 @@ on a fresh uvloop loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import time
 
 import orjson
 import pytest
 import uvloop
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pillion.api.lock import LockStoreBinding, lock_key_prefix, try_lock, unlock
 from pillion.components.lock import UnlockStatus
@@ -293,3 +296,43 @@ def test_api_errors(handler, stores, store, body, expected):
         stores = {"s": LockStoreBinding("s", _NeverStore(), "lock||app||")}
     status, answer = _call(handler, _Sidecar(stores), store, body)
     assert (status, answer["errorCode"]) == expected
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=10,
+)
+# json.dumps, not orjson: big integers, NaN and Infinity make bodies a strict parser must refuse.
+_bodies = st.one_of(
+    st.binary(max_size=64),
+    _json.map(lambda value: json.dumps(value).encode()),
+    st.fixed_dictionaries({}, optional={"resourceId": _json, "lockOwner": _json, "expiryInSeconds": _json,
+                                        "resource_id": _json}).map(lambda value: json.dumps(value).encode()),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_bodies, handler=st.sampled_from([try_lock, unlock]))
+def test_any_body_gets_an_answer_or_a_dapr_error(tmp_path, body, handler):
+    """Whatever arrives, the API answers its field or one of Dapr's lock error codes; nothing else escapes."""
+
+    async def go():
+        store = LmdbLockStore(component(), Context("orders", str(tmp_path)))
+        sidecar = _Sidecar({"lockstore": LockStoreBinding("lockstore", store, "lock||orders||")})
+        try:
+            try:
+                response = await handler(sidecar, _request("lockstore", body))
+            except DaprError as exc:
+                assert exc.code in {"ERR_MALFORMED_REQUEST", "ERR_TRY_LOCK", "ERR_UNLOCK"}, exc.code
+                return
+            answer = orjson.loads(response.body)
+            assert response.status == 200
+            if handler is try_lock:
+                assert isinstance(answer["success"], bool)
+            else:
+                assert answer["status"] in (0, 1, 2)
+        finally:
+            await store.close()
+
+    run(go())
