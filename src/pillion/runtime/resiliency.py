@@ -1,0 +1,250 @@
+"""Dapr's resiliency policies as plain objects: timeouts, retries and circuit breakers.
+
+Sans-IO apart from ``Policy.run``: the retry schedule and the breaker's state machine
+are pure functions of what happened and of a clock the caller passes, so tests drive
+them with a fake clock. ``Policy.run`` composes them the way daprd does
+(``pkg/resiliency/policy.go``): retries wrap each attempt; an attempt asks the breaker
+first, then runs under the timeout; the breaker counts the attempt's outcome.
+
+Semantics taken from Dapr's documentation and defaults:
+
+- retry ``constant``: ``duration`` between attempts (default 5s); ``exponential``:
+  starts at 500ms, grows by 1.5 with +-50% jitter, capped at ``maxInterval`` (60s);
+  ``maxRetries`` -1 retries forever, 0 never. ``matching.httpStatusCodes`` limits the
+  retried statuses; without it every failure is retried.
+- circuit breaker (gobreaker's model): closed -> open when ``trip`` holds after a
+  failure; open rejects at once for ``timeout``, then half-open lets ``maxRequests``
+  probes through: that many successes close it, one failure opens it again.
+  ``interval`` > 0 clears the closed state's counts every ``interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+EXPONENTIAL_INITIAL = 0.5
+EXPONENTIAL_MULTIPLIER = 1.5
+EXPONENTIAL_JITTER = 0.5
+
+
+class BreakerOpen(Exception):
+    """The circuit breaker rejects the call without trying it."""
+
+
+class AttemptTimeout(Exception):
+    """One attempt ran longer than the timeout policy allows."""
+
+
+def parse_status_codes(text: str | None) -> frozenset[int] | None:
+    """``"500-599,429"`` as a set; None when no codes are given (every failure matches)."""
+    if not text:
+        return None
+    codes: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        codes.update(range(int(low), int(high or low) + 1))
+    return frozenset(codes)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    policy: str = "constant"  # or "exponential"
+    duration: float = 5.0
+    max_interval: float = 60.0
+    max_retries: int = -1
+    http_status_codes: frozenset[int] | None = None
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> RetryPolicy:
+        """From a normalised ``spec.policies.retries`` entry (``config/loader.py``)."""
+        return cls(spec["policy"], spec["duration"], spec["maxInterval"], spec["maxRetries"],
+                   parse_status_codes(spec["matching"]["httpStatusCodes"]))
+
+    def retries(self, status: int | None) -> bool:
+        """Whether a failure with this HTTP status (None: no answer at all) is worth another attempt."""
+        return status is None or self.http_status_codes is None or status in self.http_status_codes
+
+    def delay(self, retry: int, rng: random.Random | None = None) -> float | None:
+        """Seconds before retry number ``retry`` (1-based), or None when no retry is left."""
+        if self.max_retries >= 0 and retry > self.max_retries:
+            return None
+        if self.policy == "constant":
+            return self.duration
+        base = min(EXPONENTIAL_INITIAL * EXPONENTIAL_MULTIPLIER ** (retry - 1), self.max_interval)
+        spread = EXPONENTIAL_JITTER * base
+        return min((rng or random).uniform(base - spread, base + spread), self.max_interval)
+
+
+class BreakerState(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+@dataclass
+class Counts:
+    requests: int = 0
+    total_successes: int = 0
+    total_failures: int = 0
+    consecutive_successes: int = 0
+    consecutive_failures: int = 0
+
+    def value(self, name: str) -> int:
+        return {"requests": self.requests, "totalSuccesses": self.total_successes,
+                "totalFailures": self.total_failures, "consecutiveSuccesses": self.consecutive_successes,
+                "consecutiveFailures": self.consecutive_failures}[name]
+
+
+_COMPARE = {
+    ">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+}
+
+
+class CircuitBreaker:
+    """One breaker (per target, or per actor id): a state machine over ``now`` values."""
+
+    def __init__(self, max_requests: int = 1, interval: float = 0.0, timeout: float = 60.0,
+                 trip: str = "consecutiveFailures > 5"):
+        self.max_requests = max(max_requests, 1)
+        self.interval = interval
+        from ..config.loader import parse_trip  # the YAML loader is imported only where resources exist
+
+        self.timeout = timeout
+        self._trip = parse_trip(trip)
+        self.state = BreakerState.CLOSED
+        self.counts = Counts()
+        self._expiry = 0.0  # closed: when counts clear (0: never); open: when it turns half-open
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> CircuitBreaker:
+        return cls(spec["maxRequests"], spec["interval"], spec["timeout"], spec["trip"])
+
+    def _tripped(self) -> bool:
+        c = self.counts
+        return any(all(_COMPARE[op](c.value(name), number) for name, op, number in group) for group in self._trip)
+
+    def _enter(self, state: BreakerState, now: float) -> None:
+        self.state = state
+        self.counts = Counts()
+        if state is BreakerState.OPEN:
+            self._expiry = now + self.timeout
+        elif state is BreakerState.CLOSED and self.interval > 0:
+            self._expiry = now + self.interval
+        else:
+            self._expiry = 0.0
+
+    def current(self, now: float) -> BreakerState:
+        """The state at ``now``, after an open timeout or a closed interval has run out."""
+        if self.state is BreakerState.OPEN and now >= self._expiry:
+            self._enter(BreakerState.HALF_OPEN, now)
+        elif self.state is BreakerState.CLOSED and self.interval > 0:
+            if not self._expiry:
+                self._expiry = now + self.interval  # the first interval starts with the first call
+            elif now >= self._expiry:
+                self._enter(BreakerState.CLOSED, now)
+        return self.state
+
+    def before(self, now: float) -> None:
+        """Admit one call or raise BreakerOpen."""
+        state = self.current(now)
+        if state is BreakerState.OPEN:
+            raise BreakerOpen("circuit breaker is open")
+        if state is BreakerState.HALF_OPEN and self.counts.requests >= self.max_requests:
+            raise BreakerOpen("too many requests while the circuit breaker is half-open")
+        self.counts.requests += 1
+
+    def after(self, success: bool, now: float) -> None:
+        """Count the outcome of a call that ``before`` admitted."""
+        state = self.current(now)
+        c = self.counts
+        if success:
+            c.total_successes += 1
+            c.consecutive_successes += 1
+            c.consecutive_failures = 0
+            if state is BreakerState.HALF_OPEN and c.consecutive_successes >= self.max_requests:
+                self._enter(BreakerState.CLOSED, now)
+            return
+        c.total_failures += 1
+        c.consecutive_failures += 1
+        c.consecutive_successes = 0
+        if state is BreakerState.HALF_OPEN or (state is BreakerState.CLOSED and self._tripped()):
+            self._enter(BreakerState.OPEN, now)
+
+
+class Clock:
+    """What Policy.run needs of time; tests pass a fake one."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class Failure(Exception):
+    """An attempt that answered, but not well enough: ``status`` is its HTTP status, ``result`` the answer."""
+
+    def __init__(self, status: int | None = None, result: Any = None):
+        super().__init__(f"failed with status {status}" if status is not None else "failed")
+        self.status = status
+        self.result = result
+
+
+class Policy:
+    """A target's timeout, retry and breaker, any of which may be absent."""
+
+    def __init__(self, timeout: float | None = None, retry: RetryPolicy | None = None,
+                 breaker: CircuitBreaker | None = None, clock: Clock | None = None):
+        self.timeout = timeout
+        self.retry = retry
+        self.breaker = breaker
+        self.clock = clock or Clock()
+
+    async def run(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
+        """``attempt()``'s result; it signals a failure by raising (``Failure`` carries a status).
+
+        The last failure is raised when no retry is left; BreakerOpen when the breaker
+        refuses (not retried: daprd stops there too).
+        """
+        retry = 0
+        while True:
+            try:
+                return await self._once(attempt)
+            except BreakerOpen:
+                raise
+            except Exception as exc:
+                status = exc.status if isinstance(exc, Failure) else None
+                if self.retry is None or not self.retry.retries(status):
+                    raise
+                retry += 1
+                delay = self.retry.delay(retry)
+                if delay is None:
+                    raise
+                await self.clock.sleep(delay)
+
+    async def _once(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
+        breaker = self.breaker
+        if breaker is not None:
+            breaker.before(self.clock.now())
+        try:
+            if self.timeout is None:
+                result = await attempt()
+            else:
+                try:
+                    result = await asyncio.wait_for(attempt(), self.timeout)
+                except asyncio.TimeoutError:
+                    raise AttemptTimeout(f"timed out after {self.timeout:g}s") from None
+        except BaseException as exc:
+            if breaker is not None and not isinstance(exc, asyncio.CancelledError):
+                breaker.after(False, self.clock.now())
+            raise
+        if breaker is not None:
+            breaker.after(True, self.clock.now())
+        return result

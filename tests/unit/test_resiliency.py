@@ -1,0 +1,177 @@
+"""Resiliency policies alone, on a fake clock: retry schedules, the breaker's states, their composition."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from pillion.runtime.resiliency import (
+    AttemptTimeout, BreakerOpen, BreakerState, CircuitBreaker, Clock, Failure, Policy, RetryPolicy,
+    parse_status_codes,
+)
+
+
+class FakeClock(Clock):
+    def __init__(self):
+        self.t = 1000.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_status_codes():
+    assert parse_status_codes(None) is None
+    assert parse_status_codes("429, 500-502") == frozenset({429, 500, 501, 502})
+
+
+def test_constant_retries_and_limits():
+    policy = RetryPolicy("constant", duration=2.0, max_retries=3)
+    assert [policy.delay(n) for n in range(1, 5)] == [2.0, 2.0, 2.0, None]
+    assert RetryPolicy(max_retries=0).delay(1) is None
+    assert RetryPolicy(max_retries=-1).delay(10_000) == 5.0  # forever
+
+
+def test_exponential_grows_with_jitter_up_to_max_interval():
+    policy = RetryPolicy("exponential", max_interval=3.0)
+    rng = random.Random(7)
+    delays = [policy.delay(n, rng) for n in range(1, 12)]
+    for n, delay in enumerate(delays, start=1):
+        base = min(0.5 * 1.5 ** (n - 1), 3.0)
+        assert 0.5 * base <= delay <= min(1.5 * base, 3.0)
+    assert max(delays) <= 3.0 and delays[-1] > 1.5  # reached the cap's neighbourhood
+
+
+def test_matching_limits_what_is_retried():
+    policy = RetryPolicy(http_status_codes=parse_status_codes("500-599"))
+    assert policy.retries(503) and policy.retries(None) and not policy.retries(404)
+    assert RetryPolicy().retries(404)  # no matching: every failure
+
+
+def test_breaker_trips_rejects_half_opens_and_closes():
+    breaker = CircuitBreaker(max_requests=2, timeout=30.0, trip="consecutiveFailures >= 3")
+    t = 0.0
+    for _ in range(2):
+        breaker.before(t)
+        breaker.after(False, t)
+    breaker.before(t)
+    breaker.after(True, t)  # a success resets the consecutive count
+    for _ in range(3):
+        assert breaker.current(t) is BreakerState.CLOSED
+        breaker.before(t)
+        breaker.after(False, t)
+    assert breaker.current(t) is BreakerState.OPEN
+    with pytest.raises(BreakerOpen):
+        breaker.before(t + 29.9)
+    t += 30.0
+    assert breaker.current(t) is BreakerState.HALF_OPEN
+    breaker.before(t)
+    breaker.before(t)
+    with pytest.raises(BreakerOpen):  # only maxRequests probes at once
+        breaker.before(t)
+    breaker.after(True, t)
+    assert breaker.current(t) is BreakerState.HALF_OPEN
+    breaker.after(True, t)
+    assert breaker.current(t) is BreakerState.CLOSED
+
+
+def test_a_failed_probe_opens_again():
+    breaker = CircuitBreaker(timeout=10.0, trip="consecutiveFailures > 0")
+    breaker.before(0)
+    breaker.after(False, 0)
+    assert breaker.current(10) is BreakerState.HALF_OPEN
+    breaker.before(10)
+    breaker.after(False, 10)
+    assert breaker.current(15) is BreakerState.OPEN and breaker.current(20) is BreakerState.HALF_OPEN
+
+
+def test_interval_clears_closed_counts_and_compound_trips():
+    breaker = CircuitBreaker(interval=5.0, trip="totalFailures > 2 && requests > 3 || consecutiveFailures > 9")
+    for t in (0, 2, 3):  # the first call starts the first interval
+        breaker.before(t)
+        breaker.after(False, t)
+    assert breaker.current(3) is BreakerState.CLOSED  # 3 failures but only 3 requests
+    breaker.before(6)  # the interval ran out at 5: counts cleared
+    breaker.after(False, 6)
+    assert breaker.counts.total_failures == 1 and breaker.current(6) is BreakerState.CLOSED
+
+
+def test_policy_retries_until_success():
+    clock = FakeClock()
+    calls = []
+
+    async def flaky():
+        calls.append(clock.now())
+        if len(calls) < 3:
+            raise Failure(503)
+        return "ok"
+
+    policy = Policy(retry=RetryPolicy("constant", duration=1.0, max_retries=5), clock=clock)
+    assert run(policy.run(flaky)) == "ok"
+    assert clock.slept == [1.0, 1.0] and len(calls) == 3
+
+
+def test_policy_gives_up_with_the_last_failure_and_respects_matching():
+    clock = FakeClock()
+    policy = Policy(retry=RetryPolicy("constant", duration=1.0, max_retries=2,
+                                      http_status_codes=parse_status_codes("500-599")), clock=clock)
+
+    async def always(status):
+        raise Failure(status)
+
+    with pytest.raises(Failure) as info:
+        run(policy.run(lambda: always(500)))
+    assert info.value.status == 500 and clock.slept == [1.0, 1.0]
+    clock.slept.clear()
+    with pytest.raises(Failure):
+        run(policy.run(lambda: always(404)))
+    assert clock.slept == []  # 404 does not match: no retry
+
+
+def test_timeout_cuts_each_attempt_and_counts_for_the_breaker():
+    breaker = CircuitBreaker(timeout=60.0, trip="consecutiveFailures >= 2")
+    policy = Policy(timeout=0.01, retry=RetryPolicy("constant", duration=0.0, max_retries=5), breaker=breaker,
+                    clock=FakeClock())
+    attempts = 0
+
+    async def slow():
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(1)
+
+    with pytest.raises(BreakerOpen):
+        run(policy.run(slow))
+    assert attempts == 2  # two timeouts tripped the breaker; the third attempt was refused, not retried
+    with pytest.raises(AttemptTimeout):
+        run(Policy(timeout=0.01).run(slow))
+
+
+def test_breaker_closes_after_a_successful_probe_through_the_policy():
+    clock = FakeClock()
+    breaker = CircuitBreaker(timeout=5.0, trip="consecutiveFailures >= 1")
+    policy = Policy(breaker=breaker, clock=clock)
+    healthy = False
+
+    async def service():
+        if not healthy:
+            raise Failure(500)
+        return "up"
+
+    with pytest.raises(Failure):
+        run(policy.run(service))
+    with pytest.raises(BreakerOpen):
+        run(policy.run(service))
+    clock.t += 5.0
+    healthy = True
+    assert run(policy.run(service)) == "up"
+    assert breaker.current(clock.now()) is BreakerState.CLOSED
