@@ -140,7 +140,7 @@ def test_policy_gives_up_with_the_last_failure_and_respects_matching():
 
 def test_timeout_cuts_each_attempt_and_counts_for_the_breaker():
     breaker = CircuitBreaker(timeout=60.0, trip="consecutiveFailures >= 2")
-    policy = Policy(timeout=0.01, retry=RetryPolicy("constant", duration=0.0, max_retries=5), breaker=breaker,
+    policy = Policy(timeout=0.01, retry=RetryPolicy("constant", duration=0.0, max_retries=5), breakers=(breaker,),
                     clock=FakeClock())
     attempts = 0
 
@@ -159,7 +159,7 @@ def test_timeout_cuts_each_attempt_and_counts_for_the_breaker():
 def test_breaker_closes_after_a_successful_probe_through_the_policy():
     clock = FakeClock()
     breaker = CircuitBreaker(timeout=5.0, trip="consecutiveFailures >= 1")
-    policy = Policy(breaker=breaker, clock=clock)
+    policy = Policy(breakers=(breaker,), clock=clock)
     healthy = False
 
     async def service():
@@ -175,3 +175,94 @@ def test_breaker_closes_after_a_successful_probe_through_the_policy():
     healthy = True
     assert run(policy.run(service)) == "up"
     assert breaker.current(clock.now()) is BreakerState.CLOSED
+
+
+def _resources(tmp_path, text: str):
+    from pillion.config.loader import load_resources
+
+    (tmp_path / "resiliency.yaml").write_text(text)
+    return load_resources([str(tmp_path)], app_id="me").resiliencies
+
+
+RESILIENCY = """
+apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata: {name: edge}
+spec:
+  policies:
+    timeouts: {fast: 1s, DefaultTimeoutPolicy: 30s, DefaultStatestoreComponentOutboundTimeoutPolicy: 2s}
+    retries:
+      three: {policy: constant, duration: 100ms, maxRetries: 3}
+      DefaultComponentInboundRetryPolicy: {policy: exponential, maxInterval: 10s}
+      DaprBuiltInServiceRetries: {policy: constant, duration: 2s, maxRetries: 1}
+    circuitBreakers:
+      flaky: {maxRequests: 1, timeout: 30s, trip: consecutiveFailures > 2}
+  targets:
+    apps:
+      inventory: {timeout: fast, retry: three, circuitBreaker: flaky}
+    actors:
+      Motor: {timeout: fast, circuitBreaker: flaky, circuitBreakerScope: both, circuitBreakerCacheSize: 2}
+      Lamp: {circuitBreaker: flaky, circuitBreakerScope: type}
+    components:
+      statestore: {outbound: {retry: three}}
+"""
+
+
+def test_targets_take_their_policies_then_the_most_specific_defaults(tmp_path):
+    from pillion.runtime.resiliency import Resiliencies
+
+    r = Resiliencies(_resources(tmp_path, RESILIENCY), "me")
+    inventory = r.app("inventory")
+    assert inventory.timeout == 1.0 and inventory.retry.max_retries == 3 and len(inventory.breakers) == 1
+    assert r.app("inventory") is inventory  # one breaker per app, kept
+    other = r.app("billing")
+    assert other.timeout == 30.0 and other.retry is None and other.breakers == ()  # DefaultTimeoutPolicy
+    store = r.component("statestore", "statestore", "outbound")
+    assert store.timeout == 2.0 and store.retry.duration == 0.1
+    assert r.component("cache", "statestore", "outbound").timeout == 2.0
+    assert r.component("pubsub", "pubsub", "outbound").timeout == 30.0
+    inbound = r.component("pubsub", "pubsub", "inbound")
+    assert inbound.retry.policy == "exponential" and inbound.retry.max_interval == 10.0
+    assert r.service_retry().duration == 2.0 and r.service_retry().max_retries == 1
+
+
+def test_actor_breakers_by_scope_and_cache_size(tmp_path):
+    from pillion.runtime.resiliency import Resiliencies
+
+    r = Resiliencies(_resources(tmp_path, RESILIENCY), "me")
+    a, b = r.actor("Motor", "a"), r.actor("Motor", "b")
+    assert len(a.breakers) == 2 and a.breakers[0] is b.breakers[0] and a.breakers[1] is not b.breakers[1]
+    assert r.actor("Motor", "a").breakers[1] is a.breakers[1]
+    r.actor("Motor", "c")
+    r.actor("Motor", "d")  # a cache of 2 ids: the least recently used (b) is forgotten
+    assert r.actor("Motor", "b").breakers[1] is not b.breakers[1]
+    lamp1, lamp2 = r.actor("Lamp", "1"), r.actor("Lamp", "2")
+    assert lamp1.breakers == lamp2.breakers and len(lamp1.breakers) == 1
+    assert r.actor("Fan", "x").timeout == 30.0
+
+
+def test_scoped_out_resiliency_and_none_at_all(tmp_path):
+    from pillion.runtime.resiliency import Resiliencies
+
+    scoped = RESILIENCY + "scopes: [someone-else]\n"
+    r = Resiliencies(_resources(tmp_path, scoped), "me")
+    assert r.app("inventory") is None and r.component("statestore", "statestore", "outbound") is None
+    assert r.service_retry().duration == 1.0 and r.service_retry().max_retries == 3  # daprd's built-in
+
+
+def test_both_scoped_breakers_refuse_together(tmp_path):
+    from pillion.runtime.resiliency import Resiliencies
+
+    clock = FakeClock()
+    r = Resiliencies(_resources(tmp_path, RESILIENCY), "me", clock)
+
+    async def fail():
+        raise Failure(500)
+
+    for _ in range(3):
+        with pytest.raises(Failure):
+            run(r.actor("Motor", "a").run(fail))
+    with pytest.raises(BreakerOpen):  # id a's breaker and the type's both tripped
+        run(r.actor("Motor", "a").run(fail))
+    with pytest.raises(BreakerOpen):  # the type's breaker refuses another id too
+        run(r.actor("Motor", "z").run(fail))

@@ -24,6 +24,7 @@ import asyncio
 import enum
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -151,13 +152,17 @@ class CircuitBreaker:
                 self._enter(BreakerState.CLOSED, now)
         return self.state
 
-    def before(self, now: float) -> None:
-        """Admit one call or raise BreakerOpen."""
+    def check(self, now: float) -> None:
+        """Raise BreakerOpen unless a call may go through now (without counting it)."""
         state = self.current(now)
         if state is BreakerState.OPEN:
             raise BreakerOpen("circuit breaker is open")
         if state is BreakerState.HALF_OPEN and self.counts.requests >= self.max_requests:
             raise BreakerOpen("too many requests while the circuit breaker is half-open")
+
+    def before(self, now: float) -> None:
+        """Admit one call or raise BreakerOpen."""
+        self.check(now)
         self.counts.requests += 1
 
     def after(self, success: bool, now: float) -> None:
@@ -198,19 +203,19 @@ class Failure(Exception):
 
 
 class Policy:
-    """A target's timeout, retry and breaker, any of which may be absent."""
+    """A target's timeout, retry and breakers (an actor call may need its type's and its id's)."""
 
     def __init__(self, timeout: float | None = None, retry: RetryPolicy | None = None,
-                 breaker: CircuitBreaker | None = None, clock: Clock | None = None):
+                 breakers: tuple[CircuitBreaker, ...] = (), clock: Clock | None = None):
         self.timeout = timeout
         self.retry = retry
-        self.breaker = breaker
+        self.breakers = breakers
         self.clock = clock or Clock()
 
     async def run(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
         """``attempt()``'s result; it signals a failure by raising (``Failure`` carries a status).
 
-        The last failure is raised when no retry is left; BreakerOpen when the breaker
+        The last failure is raised when no retry is left; BreakerOpen when a breaker
         refuses (not retried: daprd stops there too).
         """
         retry = 0
@@ -230,9 +235,11 @@ class Policy:
                 await self.clock.sleep(delay)
 
     async def _once(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
-        breaker = self.breaker
-        if breaker is not None:
-            breaker.before(self.clock.now())
+        now = self.clock.now()
+        for breaker in self.breakers:  # all admit, or none counts the call
+            breaker.check(now)
+        for breaker in self.breakers:
+            breaker.counts.requests += 1
         try:
             if self.timeout is None:
                 result = await attempt()
@@ -241,10 +248,124 @@ class Policy:
                     result = await asyncio.wait_for(attempt(), self.timeout)
                 except asyncio.TimeoutError:
                     raise AttemptTimeout(f"timed out after {self.timeout:g}s") from None
-        except BaseException as exc:
-            if breaker is not None and not isinstance(exc, asyncio.CancelledError):
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            for breaker in self.breakers:
                 breaker.after(False, self.clock.now())
             raise
-        if breaker is not None:
+        for breaker in self.breakers:
             breaker.after(True, self.clock.now())
         return result
+
+
+# Dapr's default-policy names: Default<Target><Kind>Policy, the most specific target first
+# (``DefaultStatestoreComponentOutboundRetryPolicy``, ..., ``DefaultRetryPolicy``).
+_KINDS = {"timeout": ("Timeout", "timeouts"), "retry": ("Retry", "retries"),
+          "circuitBreaker": ("CircuitBreaker", "circuitBreakers")}
+COMPONENT_KINDS = ("statestore", "pubsub", "binding", "secretstore", "configuration", "lock")
+BUILTIN_SERVICE_RETRIES = "DaprBuiltInServiceRetries"
+_BUILTIN_SERVICE_RETRY = RetryPolicy("constant", duration=1.0, max_retries=3)
+
+
+def _default_targets(target: str, kind: str = "", direction: str = "") -> list[str]:
+    """``["StatestoreComponentOutbound", "ComponentOutbound", "Component", ""]`` and the like."""
+    if target != "Component":
+        return [target, ""]
+    names = []
+    if kind and direction:
+        names.append(f"{kind.capitalize()}Component{direction.capitalize()}")
+    if direction:
+        names.append(f"Component{direction.capitalize()}")
+    return names + ["Component", ""]
+
+
+class Resiliencies:
+    """The policies of every Resiliency resource that applies to this app, by target.
+
+    A target without its own policy of a kind takes the most specific ``Default...``
+    policy of that kind. Breakers keep state, so one breaker lives per app id, per
+    component and direction, and per actor type, id or both (``circuitBreakerScope``).
+    """
+
+    def __init__(self, resiliencies, app_id: str, clock: Clock | None = None):
+        self.clock = clock or Clock()
+        self.policies: dict[str, dict[str, Any]] = {"timeouts": {}, "retries": {}, "circuitBreakers": {}}
+        self.targets: dict[str, dict[str, Any]] = {"apps": {}, "actors": {}, "components": {}}
+        for resiliency in resiliencies:
+            if resiliency.scopes and app_id not in resiliency.scopes:
+                continue
+            for section, named in resiliency.policies.items():
+                self.policies[section].update(named)
+            for section, named in resiliency.targets.items():
+                self.targets[section].update(named)
+        self._breakers: dict[tuple, CircuitBreaker] = {}
+        self._actor_breakers: OrderedDict[tuple[str, str], CircuitBreaker] = OrderedDict()  # least recent first
+        self._cache: dict[tuple, Policy | None] = {}
+
+    def _named(self, kind: str, spec: dict[str, Any], defaults: list[str]) -> tuple[str | None, Any]:
+        word, section = _KINDS[kind]
+        name = spec.get(kind)
+        if name is None:
+            name = next((f"Default{t}{word}Policy" for t in defaults
+                         if f"Default{t}{word}Policy" in self.policies[section]), None)
+        return name, self.policies[section].get(name) if name else None
+
+    def _policy(self, spec: dict[str, Any], defaults: list[str], breaker_key: tuple) -> Policy | None:
+        timeout = self._named("timeout", spec, defaults)[1]
+        retry_spec = self._named("retry", spec, defaults)[1]
+        breaker_name, breaker_spec = self._named("circuitBreaker", spec, defaults)
+        breaker = None
+        if breaker_spec is not None:
+            full_key = (breaker_name, *breaker_key)
+            breaker = self._breakers.get(full_key)
+            if breaker is None:
+                breaker = self._breakers[full_key] = CircuitBreaker.from_spec(breaker_spec)
+        if timeout is None and retry_spec is None and breaker is None:
+            return None
+        return Policy(timeout, RetryPolicy.from_spec(retry_spec) if retry_spec else None,
+                      (breaker,) if breaker else (), self.clock)
+
+    def app(self, app_id: str) -> Policy | None:
+        """The policy for calls to ``app_id``'s app; None when no policy applies."""
+        key = ("app", app_id)
+        if key not in self._cache:
+            spec = self.targets["apps"].get(app_id, {})
+            self._cache[key] = self._policy(spec, _default_targets("App"), key)
+        return self._cache[key]
+
+    def service_retry(self) -> RetryPolicy:
+        """Retries on failed connections when no policy targets the app (daprd's built-in, overridable)."""
+        spec = self.policies["retries"].get(BUILTIN_SERVICE_RETRIES)
+        return RetryPolicy.from_spec(spec) if spec else _BUILTIN_SERVICE_RETRY
+
+    def component(self, name: str, kind: str, direction: str) -> Policy | None:
+        """``kind`` one of COMPONENT_KINDS; ``direction`` "outbound" (calls to it) or "inbound" (what it delivers)."""
+        key = ("component", name, direction)
+        if key not in self._cache:
+            spec = self.targets["components"].get(name, {}).get(direction, {})
+            self._cache[key] = self._policy(spec, _default_targets("Component", kind, direction), key)
+        return self._cache[key]
+
+    def actor(self, actor_type: str, actor_id: str) -> Policy | None:
+        """The policy of one actor call; its breaker is the type's, the id's, or both (``circuitBreakerScope``)."""
+        spec = self.targets["actors"].get(actor_type, {})
+        base = self._cache.get(("actor", actor_type), False)
+        if base is False:
+            base = self._cache[("actor", actor_type)] = self._policy(spec, _default_targets("Actor"),
+                                                                     ("actor", actor_type))
+        if base is None or base.breakers == ():
+            return base
+        scope = spec.get("circuitBreakerScope", "id")
+        if scope == "type":
+            return base
+        breaker = self._actor_breakers.get((actor_type, actor_id))
+        if breaker is None:
+            breaker = self._actor_breakers[(actor_type, actor_id)] = CircuitBreaker.from_spec(
+                self._named("circuitBreaker", spec, _default_targets("Actor"))[1])
+            if len(self._actor_breakers) > spec.get("circuitBreakerCacheSize", 5000):
+                self._actor_breakers.popitem(last=False)
+        else:
+            self._actor_breakers.move_to_end((actor_type, actor_id))
+        breakers = (*base.breakers, breaker) if scope == "both" else (breaker,)
+        return Policy(base.timeout, base.retry, breakers, self.clock)
