@@ -266,3 +266,32 @@ def test_both_scoped_breakers_refuse_together(tmp_path):
         run(r.actor("Motor", "a").run(fail))
     with pytest.raises(BreakerOpen):  # the type's breaker refuses another id too
         run(r.actor("Motor", "z").run(fail))
+
+
+def test_invocation_retries_a_refused_sidecar_with_the_builtin_policy():
+    """No policy targets the app: daprd's built-in 3 retries, 1 s apart (fake clock), then ERR_DIRECT_INVOKE."""
+    from pillion._testing import free_port
+    from pillion.errors import DaprError
+    from pillion.runtime.acl import AccessControl
+    from pillion.runtime.invocation import Invoker
+    from pillion.runtime.nameresolution import StaticResolver
+    from pillion.server.client import HttpClientPool
+    from pillion.server.http import Request
+
+    async def go():
+        clock = FakeClock()
+        pool = HttpClientPool()
+        dead = free_port()  # nothing listens there
+        invoker = Invoker("me", None, pool, StaticResolver({"peer": [f"127.0.0.1:{dead}"]}),
+                          AccessControl.from_spec(None), clock=clock)
+        try:
+            with pytest.raises(DaprError) as info:
+                await invoker.invoke("peer", "hello", Request("GET", "/v1.0/invoke/peer/method/hello", "", [], b"",
+                                                              True))
+        finally:
+            await pool.close()
+        return clock.slept, info.value
+
+    slept, error = run(go())
+    assert slept == [1.0, 1.0, 1.0]
+    assert error.code == "ERR_DIRECT_INVOKE" and "failed to invoke, id: peer" in error.message

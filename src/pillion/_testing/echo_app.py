@@ -2,7 +2,10 @@
 
 ``python -m pillion._testing.echo_app PORT``. Paths with meaning:
 ``/status/<code>`` answers that status, ``/sleep/<ms>`` waits first,
-``/healthz`` answers 200 unless the file named by ``ECHO_UNHEALTHY_FILE`` exists.
+``/healthz`` answers 200 unless the file named by ``ECHO_UNHEALTHY_FILE`` exists,
+``/flaky/<n>/<name>`` answers 503 to the first n calls of that name and 200 after,
+``/down/<name>`` answers 500 while the file ``<name>`` exists in ``ECHO_FLAG_DIR``;
+every answer carries ``X-Echo-Calls``, the calls of its path so far.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 _lock = threading.Lock()
 _inflight = 0
 _max_inflight = 0
+_calls: dict[str, int] = {}
 
 
 class Echo(BaseHTTPRequestHandler):
@@ -42,6 +46,8 @@ class Echo(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         path, _, query = self.path.partition("?")
+        with _lock:
+            calls = _calls[path] = _calls.get(path, 0) + 1
         status = 200
         if path == "/healthz":
             flag = os.environ.get("ECHO_UNHEALTHY_FILE")
@@ -50,6 +56,11 @@ class Echo(BaseHTTPRequestHandler):
             status = int(path.split("/")[2])
         elif path.startswith("/sleep/"):
             time.sleep(int(path.split("/")[2]) / 1000)
+        elif path.startswith("/flaky/"):
+            status = 503 if calls <= int(path.split("/")[2]) else 200
+        elif path.startswith("/down/"):
+            flag = os.path.join(os.environ.get("ECHO_FLAG_DIR", "."), path.split("/")[2])
+            status = 500 if os.path.exists(flag) else 200
         payload = json.dumps({
             "method": self.command,
             "path": path,
@@ -62,6 +73,7 @@ class Echo(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("X-Echo", "yes")
+        self.send_header("X-Echo-Calls", str(calls))
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if self.command != "HEAD":

@@ -4,6 +4,12 @@ A call for another app id goes to that app's sidecar over its internal HTTP
 listener, carrying the caller's app id; the receiving sidecar enforces access
 control and calls its app. The caller gets the app's status, headers and body as
 they are; infrastructure failures get Dapr's ``ERR_DIRECT_INVOKE``.
+
+Resiliency (daprd's rules): a policy targeting the callee app id wraps the whole call;
+an answer outside 200-399 counts as a failure (retried when the policy's matching
+allows) and is still returned as it is when no retry is left. Without a policy a
+refused connection to another sidecar is retried by the built-in policy (3 times,
+1 s apart; ``DaprBuiltInServiceRetries`` overrides it).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from ..server.http import Request, Response
 from .acl import AccessControl
 from .app_channel import AppChannel, AppUnavailable
 from .nameresolution import Resolver, RoundRobin
+from .resiliency import AttemptTimeout, BreakerOpen, Clock, Failure, Resiliencies
 
 log = logging.getLogger("pillion.runtime.invoke")
 
@@ -90,6 +97,8 @@ class Invoker:
         resolver: Resolver,
         acl: AccessControl,
         http_endpoints: dict[str, str] | None = None,
+        resiliency: Resiliencies | None = None,
+        clock: Clock | None = None,
     ):
         self.app_id = app_id
         self.app = app
@@ -97,6 +106,8 @@ class Invoker:
         self.resolver = resolver
         self.acl = acl
         self.http_endpoints = http_endpoints or {}
+        self.resiliency = resiliency or Resiliencies((), app_id)
+        self.clock = clock or Clock()
         self._spread = RoundRobin()
 
     def _fail(self, target: str, cause: str, status: int | None = None) -> DaprError:
@@ -105,17 +116,40 @@ class Invoker:
     async def invoke(self, target: str, method: str, request: Request) -> Response:
         path = method_target(method, request.query)
         headers = forwardable(request.headers, _DROP_REQUEST)
-        if target == self.app_id:
-            return await self.call_app(target, request.method, path, headers, request.body)
-        base = self.http_endpoints.get(target) or (target if "://" in target else None)
-        if base is not None:
-            return await self._call_url(target, base, request.method, path, headers, request.body)
-        if "." in target:
-            app, _, namespace = target.partition(".")
+        verb, body = request.method, request.body
+        base = None if target == self.app_id else (
+            self.http_endpoints.get(target) or (target if "://" in target else None))
+        app_id = target
+        if target != self.app_id and base is None and "." in target:
+            app_id, _, namespace = target.partition(".")
             if "." in namespace:
                 raise self._fail(target, "invalid app id: more than one dot")
-            target = app
-        return await self._call_sidecar(target, request.method, path, headers, request.body)
+
+        def send():
+            if target == self.app_id:
+                return self.call_app(target, verb, path, headers, body)
+            if base is not None:
+                return self._call_url(target, base, verb, path, headers, body)
+            return self._call_sidecar(app_id, verb, path, headers, body)
+
+        policy = self.resiliency.app(app_id)
+        if policy is None:
+            return await send()
+
+        async def attempt() -> Response:
+            response = await send()
+            if not 200 <= response.status < 400:
+                raise Failure(response.status, response)
+            return response
+
+        try:
+            return await policy.run(attempt)
+        except Failure as exc:
+            return exc.result  # the app's own answer, once no retry is left
+        except AttemptTimeout:
+            raise self._fail(target, "context deadline exceeded") from None
+        except BreakerOpen as exc:
+            raise self._fail(target, str(exc)) from None
 
     async def call_app(self, target, verb, path, headers, body) -> Response:
         if self.app is None:
@@ -132,16 +166,25 @@ class Invoker:
         if not addresses:
             raise self._fail(target, f"couldn't find service: {target}")
         headers = headers + [(CALLER_HEADER, self.app_id.encode()), (CALLEE_HEADER, target.encode())]
-        last: ClientError | None = None
-        for host, port in self._spread.pick(addresses):
-            try:
-                return to_response(await self.pool.request(host, port, verb, path, headers, body), verb)
-            except ConnectError as exc:
-                last = exc
-                self.resolver.forget(target)
-            except ClientError as exc:
-                raise self._fail(target, str(exc)) from None
-        raise self._fail(target, str(last))
+        builtin = None if self.resiliency.app(target) is not None else self.resiliency.service_retry()
+        retry = 0
+        while True:
+            last: ClientError | None = None
+            for host, port in self._spread.pick(addresses):
+                try:
+                    return to_response(await self.pool.request(host, port, verb, path, headers, body), verb)
+                except ConnectError as exc:
+                    last = exc
+                    self.resolver.forget(target)
+                except ClientError as exc:
+                    raise self._fail(target, str(exc)) from None
+            retry += 1
+            delay = builtin.delay(retry) if builtin is not None else None
+            if delay is None:
+                raise self._fail(target, str(last))
+            log.debug("invoke %s: no sidecar answered (%s); built-in retry %d in %gs", target, last, retry, delay)
+            await self.clock.sleep(delay)
+            addresses = self.resolver.resolve(target) or addresses
 
     async def _call_url(self, target, base, verb, path, headers, body) -> Response:
         url = urlsplit(base)

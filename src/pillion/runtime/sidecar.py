@@ -38,6 +38,7 @@ from .actors import Actors
 from .bindings import Bindings
 from .pubsub import PubSubBinding, Subscriptions
 from .registry import HostRegistry, SidecarEntry
+from .resiliency import Resiliencies
 from .secrets import SecretScopes, resolve_refs
 
 log = logging.getLogger("pillion.runtime.sidecar")
@@ -146,7 +147,9 @@ class Sidecar:
         if naming and naming.get("component") == "static":
             resolvers.append(StaticResolver(naming.get("configuration", {}).get("apps", {})))
         endpoints = {e.name: e.base_url for e in self.resources.http_endpoints}
-        self.invoker = Invoker(self.app_id, self.app, self.pool, ChainResolver(*resolvers), acl, endpoints)
+        self.resiliency = Resiliencies(self.resources.resiliencies, self.app_id)
+        self.invoker = Invoker(self.app_id, self.app, self.pool, ChainResolver(*resolvers), acl, endpoints,
+                               self.resiliency)
 
         limits = Limits(
             max_body=opts.max_body, max_header=opts.max_header, header_timeout=opts.header_timeout,
