@@ -20,8 +20,23 @@ STATE = ("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: states
 
 
 # A deadlocked call chain ends after 3 s with Dapr's error instead of hanging.
-RESILIENCY = ("apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata: {name: r}\nspec:\n  policies:\n"
-              "    timeouts: {short: 3s}\n  targets:\n    actors:\n      Counter: {timeout: short}\n")
+RESILIENCY = """
+apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata: {name: r}
+spec:
+  policies:
+    timeouts: {short: 3s}
+    retries:
+      twice: {policy: constant, duration: 50ms, maxRetries: 2}
+    circuitBreakers:
+      guard: {timeout: 60s, trip: consecutiveFailures >= 2}
+  targets:
+    actors:
+      Counter: {timeout: short}
+      Flaky: {retry: twice}
+      Fragile: {circuitBreaker: guard, circuitBreakerScope: id}
+"""
 
 
 class ActorApp(Process):
@@ -227,3 +242,17 @@ def test_idle_actors_are_deactivated(actors):
     wait_for(lambda: app.entries("deactivate"), timeout=5, what="deactivation")
     assert app.entries("deactivate")[0]["id"] == "sleepy"
     assert json_request(sidecar.http_port, "GET", "/v1.0/metadata")[2]["actors"] == [{"type": "Counter", "count": 0}]
+
+
+def test_resiliency_retries_and_breaks_actor_calls(actors):
+    app, sidecar, _ = actors({"entities": ["Flaky", "Fragile"]})
+    assert _call(sidecar, "Flaky", "f1", "flaky", b"2")[0] == 200  # two 500s, retried twice
+    assert [c["status"] for c in app.entries() if c["id"] == "f1"] == [500, 500, 200]
+    assert _call(sidecar, "Flaky", "f2", "flaky", b"5")[0] == 500  # still failing after the retries: its answer
+    assert len([c for c in app.entries() if c["id"] == "f2"]) == 3
+    for _ in range(2):
+        assert _call(sidecar, "Fragile", "g1", "flaky", b"9")[0] == 500
+    status, _, body = _call(sidecar, "Fragile", "g1", "flaky", b"9")
+    assert status == 500 and b"circuit breaker is open" in body  # refused without calling the app
+    assert len([c for c in app.entries() if c["id"] == "g1"]) == 2
+    assert _call(sidecar, "Fragile", "g2", "flaky", b"0")[0] == 200  # scope id: another actor is not affected

@@ -11,7 +11,8 @@ entry and exit times) and ``DAPR_HTTP_PORT`` (its sidecar). Methods of any actor
   "body"}``; method ``sleep`` with body 0 by default), copying ``Dapr-Reentrancy-Id``;
 - ``remind/<name>`` and ``timer/<name>``: recorded; ``remind/cancel-me`` answers with
   ``X-DaprReminderCancel: true``;
-- ``fail``: the SDKs' actor error convention, 200 with ``X-DaprErrorResponseHeader``.
+- ``fail``: the SDKs' actor error convention, 200 with ``X-DaprErrorResponseHeader``;
+- ``flaky``: 500 to the first n calls of that actor (n in the body), 200 after.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 CONFIG = json.loads(os.environ.get("ACTOR_CONFIG") or '{"entities": ["Counter"]}')
 RECORD = os.environ.get("ACTOR_RECORD")
 _lock = threading.Lock()
+_flaky_calls: dict[str, int] = {}
 
 
 def _record(entry: dict) -> None:
@@ -80,6 +82,7 @@ class Actor(BaseHTTPRequestHandler):
                  "reentrancy": self.headers.get("Dapr-Reentrancy-Id"), "body": body.decode(errors="replace")}
         headers = {}
         result = b""
+        status = 200
         if method == "sleep":
             time.sleep((json.loads(body or b"0") or 0) / 1000)
         elif method == "add":
@@ -102,9 +105,14 @@ class Actor(BaseHTTPRequestHandler):
         elif method == "fail":
             headers["X-DaprErrorResponseHeader"] = "Actor error"
             result = b'{"message": "it failed"}'
+        elif method == "flaky":
+            with _lock:
+                calls = _flaky_calls[actor_id] = _flaky_calls.get(actor_id, 0) + 1
+            status = 500 if calls <= json.loads(body or b"0") else 200
         entry["end"] = time.time()
+        entry["status"] = status
         _record(entry)
-        self._reply(200, result, headers)
+        self._reply(status, result, headers)
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ in memory, one loop timer handle each, and end with their actor.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import time
@@ -28,6 +27,7 @@ from ..server.client import ClientError
 from .actorlock import StackDepthError, TurnLocks
 from .app_channel import AppUnavailable
 from .reminders import Reminder, ReminderStore, Scheduler, StoreInUse
+from .resiliency import AttemptTimeout, BreakerOpen, Failure, Policy
 
 log = logging.getLogger("pillion.runtime.actors")
 
@@ -67,19 +67,6 @@ class ActorConfig:
                     if name in types:
                         types[name] = specific
         return cls(types)
-
-
-def _resiliency_timeouts(resources, app_id: str) -> dict[str, float]:
-    """Actor type -> seconds, from ``targets.actors.<type>.timeout`` of the Resiliency resources."""
-    out: dict[str, float] = {}
-    for resiliency in resources.resiliencies if resources is not None else ():
-        if resiliency.scopes and app_id not in resiliency.scopes:
-            continue
-        for actor_type, target in resiliency.targets.get("actors", {}).items():
-            name = target.get("timeout") if isinstance(target, dict) else None
-            if name in resiliency.policies.get("timeouts", {}):
-                out[actor_type] = resiliency.policies["timeouts"][name]
-    return out
 
 
 def _type_config(data: dict, base: TypeConfig) -> TypeConfig:
@@ -152,9 +139,6 @@ class Actors:
             log.warning("GET /dapr/config failed (%s): no actors", exc)
             data = None
         self.config = ActorConfig.from_json(data)
-        for name, seconds in _resiliency_timeouts(self.sidecar.resources, self.sidecar.app_id).items():
-            if name in self.config.types:
-                self.config.types[name] = dataclasses.replace(self.config.types[name], call_timeout=seconds)
         self.locks = {name: TurnLocks(t.max_stack_depth) for name, t in self.config.types.items()}
         if self.config.types:
             log.info("hosting actor types: %s", ", ".join(sorted(self.config.types)))
@@ -210,12 +194,27 @@ class Actors:
                 reentrancy_id = cloudevents.new_id()
                 forwarded.append((b"Dapr-Reentrancy-Id", reentrancy_id.encode()))
         target = f"/actors/{actor_type}/{actor_id}/{suffix}" + (f"?{query}" if query else "")
+        policy = self.sidecar.resiliency.actor(actor_type, actor_id)
+        timeout = settings.call_timeout if policy is None or policy.timeout is None else policy.timeout
         try:
-            return await asyncio.wait_for(self._in_turn(actor_type, actor_id, reentrancy_id, target, forwarded, body),
-                                          settings.call_timeout)  # fmt: skip
-        except asyncio.TimeoutError:
+            if policy is None:
+                return await asyncio.wait_for(
+                    self._in_turn(actor_type, actor_id, reentrancy_id, target, forwarded, body), timeout)
+
+            async def attempt():
+                response = await self._in_turn(actor_type, actor_id, reentrancy_id, target, forwarded, body)
+                if response.status >= 400:
+                    raise Failure(response.status, response)
+                return response
+
+            return await Policy(timeout, policy.retry, policy.breakers, policy.clock).run(attempt, StackDepthError)
+        except Failure as exc:
+            return exc.result  # the app's own answer, once no retry is left
+        except (asyncio.TimeoutError, AttemptTimeout):
             raise DaprError("ERR_ACTOR_INVOKE_METHOD", "error invoke actor method: context deadline exceeded "
-                            f"({settings.call_timeout:g} s, waiting for the actor's turn included)") from None
+                            f"({timeout:g} s, waiting for the actor's turn included)") from None
+        except BreakerOpen as exc:
+            raise DaprError("ERR_ACTOR_INVOKE_METHOD", f"error invoke actor method: {exc}") from None
         except StackDepthError:
             raise DaprError("ERR_ACTOR_STACK_DEPTH", "maximum stack depth exceeded") from None
         except (AppUnavailable, ClientError) as exc:

@@ -212,11 +212,12 @@ class Policy:
         self.breakers = breakers
         self.clock = clock or Clock()
 
-    async def run(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
+    async def run(self, attempt: Callable[[], Awaitable[Any]],
+                  permanent: type[BaseException] | tuple[type[BaseException], ...] = ()) -> Any:
         """``attempt()``'s result; it signals a failure by raising (``Failure`` carries a status).
 
         The last failure is raised when no retry is left; BreakerOpen when a breaker
-        refuses (not retried: daprd stops there too).
+        refuses (not retried: daprd stops there too); ``permanent`` exceptions at once.
         """
         retry = 0
         while True:
@@ -226,7 +227,7 @@ class Policy:
                 raise
             except Exception as exc:
                 status = exc.status if isinstance(exc, Failure) else None
-                if self.retry is None or not self.retry.retries(status):
+                if self.retry is None or isinstance(exc, permanent) or not self.retry.retries(status):
                     raise
                 retry += 1
                 delay = self.retry.delay(retry)
