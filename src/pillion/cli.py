@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="write the default resources folder and configuration")
     init.add_argument("--resources-path", default=None)
     init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.add_argument("--system", action="store_true",
+                      help="system service layout: /etc/pillion, /var/lib/pillion and the systemd units")
+    init.add_argument("--root", default="/", help="with --system: install under this root directory (default /)")
 
     lst = sub.add_parser("list", help="sidecars running on this host")
     lst.add_argument("--data-dir", default=None)
@@ -160,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_config_parser(sub)
 
+    doctor = sub.add_parser("doctor", help="check this machine for running the sidecar (OK / WARN / FAIL)")
+    doctor.add_argument("--data-dir", default=None, help="the sidecar's data directory (default: /var/lib/pillion "
+                        "when pillion.service is installed, else as `pillion sidecar`)")
+    doctor.add_argument("--dapr-http-port", type=int, default=3500)
+    doctor.add_argument("--mqtt-port", type=int, default=1883)
+    doctor.add_argument("--root", default="/", help="where to look for the installed systemd unit")
+    doctor.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
     passwd = sub.add_parser("passwd", help="add, change or delete a user in a broker password file")
     passwd.add_argument("file")
     passwd.add_argument("username")
@@ -171,40 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_normalize_argv(sys.argv[1:] if argv is None else argv))
     return {"run": cmd_run, "sidecar": cmd_sidecar, "init": cmd_init, "list": cmd_list, "stop": cmd_stop,
-            "broker": cmd_broker, "passwd": cmd_passwd, "config": cmd_config}[args.command](args)
+            "broker": cmd_broker, "passwd": cmd_passwd, "config": cmd_config, "doctor": cmd_doctor}[args.command](args)
 
 
 # -- logging -------------------------------------------------------------------------
 
 
-class _TextFormatter(logging.Formatter):
-    """daprd's logfmt-like lines: time, level, msg, app_id, scope."""
-
-    def __init__(self, app_id: str):
-        super().__init__()
-        self.app_id = app_id
-
-    def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
-        msg = record.getMessage()
-        if record.exc_info:
-            msg += "\n" + self.formatException(record.exc_info)
-        return f'time="{ts}" level={record.levelname.lower()} msg={json.dumps(msg)} app_id={self.app_id} scope={record.name}'
-
-
-class _JsonFormatter(_TextFormatter):
-    def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
-        msg = record.getMessage()
-        if record.exc_info:
-            msg += "\n" + self.formatException(record.exc_info)
-        return json.dumps({"time": ts, "level": record.levelname.lower(), "msg": msg, "app_id": self.app_id, "scope": record.name})
-
-
 def _setup_logging(args) -> None:
+    from .logformat import formatter_for
+
     level = {"warn": "WARNING", "fatal": "CRITICAL"}.get(args.log_level, args.log_level.upper())
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter((_JsonFormatter if args.log_as_json else _TextFormatter)(args.app_id))
+    handler.setFormatter(formatter_for(args.app_id, args.log_as_json, sys.stderr))
     root = logging.getLogger("pillion")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -302,6 +291,10 @@ def _serve(args, command: list[str]) -> int:
     sidecar, code = _prepare(args, command)
     if sidecar is None:
         return code
+    if os.environ.get("NOTIFY_SOCKET"):
+        from .systemd.notify import attach
+
+        attach(sidecar)  # also removes NOTIFY_SOCKET/WATCHDOG_* so the app of `run` never inherits them
     with asyncio.Runner(loop_factory=_event_loop) as runner:
         return runner.run(_run_with_app(sidecar, command))
 
@@ -437,6 +430,10 @@ def cmd_broker(args) -> int:
 
 
 def cmd_init(args) -> int:
+    if args.system:
+        from .systemd.install import cmd_init_system
+
+        return cmd_init_system(args)
     home = pillion_home()
     resources = Path(args.resources_path) if args.resources_path else home / "components"
     resources.mkdir(parents=True, exist_ok=True)
@@ -459,6 +456,12 @@ def cmd_init(args) -> int:
     for path in written:
         print(f"  wrote {path}")
     return 0
+
+
+def cmd_doctor(args) -> int:
+    from .systemd.doctor import run
+
+    return run(args)
 
 
 def cmd_config(args) -> int:

@@ -9,7 +9,6 @@ the only configuration store there.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 
@@ -101,6 +100,8 @@ async def _run(args, store) -> int:
 
 def run(args: argparse.Namespace, resources: list[str], data_dir: str) -> int:
     """Exit code 0 on success, 1 when a key asked for is missing, 2 on bad arguments or resources."""
+    import asyncio
+
     from .components.state import StoreError
     from .errors import ConfigError
 

@@ -74,6 +74,25 @@ class SidecarOptions:
     command: list[str] = field(default_factory=list)
 
 
+class Lifecycle:
+    """What the sidecar tells a service manager as it starts, gets ready and stops: here, nothing."""
+
+    def starting(self, sidecar: Sidecar) -> None:
+        pass
+
+    def status(self, text: str) -> None:
+        pass
+
+    def ready(self, text: str) -> None:
+        pass
+
+    def stopping(self, reason: str) -> None:
+        pass
+
+    def stopped(self) -> None:
+        pass
+
+
 class Sidecar:
     def __init__(self, options: SidecarOptions):
         self.options = options
@@ -104,6 +123,8 @@ class Sidecar:
         self.bindings = Bindings(self)
         self._stop = asyncio.Event()
         self.stop_reason = ""
+        # pillion.systemd.notify.SystemdLifecycle replaces it when systemd started us (NOTIFY_SOCKET).
+        self.lifecycle = Lifecycle()
 
     # -- configuration (synchronous, before anything listens) -------------------
 
@@ -128,7 +149,10 @@ class Sidecar:
         if self.resources is None:
             self.load()
         opts = self.options
+        self.lifecycle.starting(self)
+        self.lifecycle.status("starting the MQTT broker")
         await self._start_broker()
+        self.lifecycle.status("loading components")
         self._create_components()
         for binding in self.pubsubs.values():
             await binding.component.start()
@@ -156,6 +180,7 @@ class Sidecar:
             body_timeout=opts.body_timeout, keepalive_timeout=opts.idle_timeout,
         )
         api = HttpServer(Dispatcher(self, all_endpoints(), opts.api_token, invoke_by_header), limits)
+        self.lifecycle.status(f"opening the HTTP API on port {opts.http_port}")
         for address in opts.listen_addresses:
             await api.listen(address, opts.http_port)
         internal = HttpServer(self.invoker.serve_internal, limits)
@@ -176,6 +201,7 @@ class Sidecar:
             )
         )
         if self.app is not None:
+            self.lifecycle.status(f"waiting for the app on port {opts.app_port}")
             self.app.start()
         self.subscriptions.start()
         self.actors.start()
@@ -254,6 +280,8 @@ class Sidecar:
 
     def _update_ready(self) -> None:
         self.ready = not self.not_ready()
+        if self.ready:
+            self.lifecycle.ready(f"ready: HTTP API on port {self.http_port}, {len(self.components)} component(s)")
 
     def not_ready(self) -> list[str]:
         waiting = []
@@ -267,6 +295,7 @@ class Sidecar:
         if not self._stop.is_set():
             log.info("stopping: %s", reason)
             self.stop_reason = reason
+            self.lifecycle.stopping(reason)
             self._stop.set()
 
     async def wait_stopped(self) -> None:
@@ -279,6 +308,7 @@ class Sidecar:
 
     async def stop(self) -> None:
         """Graceful drain: stop listening, finish in-flight requests, close components."""
+        self.lifecycle.stopping(self.stop_reason or "shutting down")
         if self.registry is not None and self.entry is not None:
             self.registry.unregister(self.entry)
         await self.subscriptions.stop(self.options.graceful_shutdown)
@@ -299,6 +329,7 @@ class Sidecar:
             await self.pool.close()
         if self.registry is not None:
             self.registry.close()
+        self.lifecycle.stopped()
 
     # -- metadata API ----------------------------------------------------------------
 
