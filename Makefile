@@ -3,8 +3,8 @@ PYTHON ?= python3
 
 # Debian packages the tests and benches drive: mosquitto_pub/sub (MQTT clients written in
 # C), mosquitto (the reference broker of bench/bench_mqtt.py), openssl (TLS test
-# certificates), wrk (bench/bench_http.py).
-DEBIAN_PACKAGES = mosquitto mosquitto-clients openssl wrk
+# certificates), wrk (bench/bench_http.py), systemd (systemd-analyze checks the shipped units).
+DEBIAN_PACKAGES = mosquitto mosquitto-clients openssl wrk systemd
 
 .PHONY: install install-test system-deps compile example test bench clean
 

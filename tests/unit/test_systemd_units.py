@@ -6,6 +6,7 @@ ExecStart program (verify fails when the program does not exist).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -15,7 +16,9 @@ import pytest
 from pillion.systemd.install import PLACEHOLDER_EXEC, UNITS, unit_text
 
 ANALYZE = shutil.which("systemd-analyze")
-pytestmark = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is missing (Debian package systemd)")
+# Under CI (`make system-deps` installs it) a missing systemd-analyze fails the tests instead.
+pytestmark = pytest.mark.skipif(ANALYZE is None and not os.environ.get("CI"),
+                                reason="systemd-analyze is missing (Debian package systemd)")
 
 MAX_EXPOSURE = 2.0
 
