@@ -295,3 +295,81 @@ def test_invocation_retries_a_refused_sidecar_with_the_builtin_policy():
     slept, error = run(go())
     assert slept == [1.0, 1.0, 1.0]
     assert error.code == "ERR_DIRECT_INVOKE" and "failed to invoke, id: peer" in error.message
+
+
+def test_resilient_component_retries_its_methods_only():
+    from pillion.components.state import ETagError, StoreError
+    from pillion.runtime.resiliency import Resilient
+
+    class Store:
+        name = "s"
+        reads_without_waiting = True
+
+        def __init__(self):
+            self.calls = {"get": 0, "set": 0}
+
+        async def get(self, key):
+            self.calls["get"] += 1
+            if self.calls["get"] < 3:
+                raise StoreError("disk busy")
+            return "value"
+
+        async def set(self, requests):
+            self.calls["set"] += 1
+            raise ETagError("mismatch", "k", "possible etag mismatch")
+
+        async def slow(self):
+            await asyncio.sleep(1)
+
+        def features(self):
+            return {"ETAG"}
+
+    clock = FakeClock()
+    store = Store()
+    policy = Policy(retry=RetryPolicy("constant", duration=0.5, max_retries=5), clock=clock)
+    wrapped = Resilient(store, policy, ("get", "set"), (ETagError,), StoreError)
+    assert wrapped.reads_without_waiting is False and wrapped.name == "s" and wrapped.features() == {"ETAG"}
+    assert run(wrapped.get("k")) == "value" and store.calls["get"] == 3 and clock.slept == [0.5, 0.5]
+    with pytest.raises(ETagError):
+        run(wrapped.set([]))
+    assert store.calls["set"] == 1  # a permanent error is not retried
+    timed = Resilient(store, Policy(timeout=0.01), ("slow",), (), StoreError)
+    with pytest.raises(StoreError, match="timed out"):
+        run(timed.slow())
+
+
+def test_input_binding_deliveries_follow_the_inbound_policy():
+    from pillion.runtime.bindings import Bindings
+
+    class Reply:
+        def __init__(self, status):
+            self.status = status
+
+    class App:
+        def __init__(self, statuses):
+            self.statuses = list(statuses)
+            self.calls = 0
+
+        async def call(self, method, path, headers, body, timeout=None):
+            self.calls += 1
+            return Reply(self.statuses.pop(0))
+
+    class Sidecar:
+        def __init__(self, app):
+            self.app = app
+
+    clock = FakeClock()
+    retry = Policy(retry=RetryPolicy("constant", duration=0.25, max_retries=2), clock=clock)
+
+    def deliverer(statuses, inbound):
+        sidecar = Sidecar(App(statuses))
+        bindings = Bindings(sidecar)
+        bindings.add("tick", object(), {}, inbound)
+        return sidecar.app, bindings._deliverer(bindings.bindings["tick"])
+
+    app, deliver = deliverer([500, 503, 200], retry)
+    assert run(deliver(b"{}", {})) is True and app.calls == 3 and clock.slept == [0.25, 0.25]
+    app, deliver = deliverer([500, 500, 500], retry)
+    assert run(deliver(b"{}", {})) is False and app.calls == 3  # retries used up: the component decides
+    app, deliver = deliverer([500], None)
+    assert run(deliver(b"{}", {})) is False and app.calls == 1  # no policy: one attempt, as before

@@ -4,7 +4,8 @@ Input follows daprd: once the app is ready, ``OPTIONS /<route>`` (the component'
 ``route`` metadata, else its name); 2xx or 405 means the app takes the binding. Each
 event is then ``POST /<route>`` with ``Content-Type: application/json``, the event's
 metadata as headers; a 2xx answer accepts it, anything else is reported back to the
-component, which decides about retrying.
+component, which decides about retrying. An inbound resiliency policy on the component
+retries the delivery first (its timeout replaces the 60 s default).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 
 from ..server.client import ClientError
 from .app_channel import AppUnavailable, header_safe
+from .resiliency import BreakerOpen, Failure, Policy
 
 log = logging.getLogger("pillion.runtime.bindings")
 
@@ -24,10 +26,11 @@ DELIVERY_TIMEOUT = 60.0
 class BindingBinding:
     """A configured binding: its component, direction and input route."""
 
-    def __init__(self, name: str, component, metadata: dict[str, str]) -> None:
+    def __init__(self, name: str, component, metadata: dict[str, str], inbound: Policy | None = None) -> None:
         lowered = {k.lower(): v for k, v in metadata.items()}
         self.name = name
         self.component = component
+        self.inbound = inbound  # the component's inbound resiliency policy, for deliveries to the app
         direction = {part.strip().lower() for part in lowered.get("direction", "").split(",") if part.strip()}
         self.output = hasattr(component, "invoke") and (not direction or "output" in direction)
         self.input = hasattr(component, "start") and (not direction or "input" in direction)
@@ -40,8 +43,8 @@ class Bindings:
         self.bindings: dict[str, BindingBinding] = {}
         self._task: asyncio.Task | None = None
 
-    def add(self, name: str, component, metadata: dict[str, str]) -> None:
-        self.bindings[name] = BindingBinding(name, component, metadata)
+    def add(self, name: str, component, metadata: dict[str, str], inbound: Policy | None = None) -> None:
+        self.bindings[name] = BindingBinding(name, component, metadata, inbound)
 
     def start(self) -> None:
         inputs = [b for b in self.bindings.values() if b.input]
@@ -69,16 +72,28 @@ class Bindings:
             log.info("input binding %s delivers to %s", binding.name, binding.route)
 
     def _deliverer(self, binding: BindingBinding):
+        timeout = binding.inbound.timeout if binding.inbound is not None and binding.inbound.timeout else None
+
+        async def post(data: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+            response = await self.sidecar.app.call("POST", binding.route, headers, data,
+                                                   timeout=timeout or DELIVERY_TIMEOUT)
+            if not 200 <= response.status < 300:
+                raise Failure(response.status)
+
         async def deliver(data: bytes, metadata: dict[str, str]) -> bool:
             headers = [(b"Content-Type", b"application/json")]
             headers.extend((k.encode(), v.encode()) for k, v in metadata.items() if header_safe(k, v))
             try:
-                response = await self.sidecar.app.call("POST", binding.route, headers, data, timeout=DELIVERY_TIMEOUT)
-            except (AppUnavailable, ClientError) as exc:
+                if binding.inbound is None:
+                    await post(data, headers)
+                else:
+                    await Policy(None, binding.inbound.retry, binding.inbound.breakers, binding.inbound.clock).run(
+                        lambda: post(data, headers))
+            except (AppUnavailable, ClientError, BreakerOpen) as exc:
                 log.warning("input binding %s: delivery failed: %s", binding.name, exc)
                 return False
-            if not 200 <= response.status < 300:
-                log.warning("input binding %s: the app answered %d", binding.name, response.status)
+            except Failure as exc:
+                log.warning("input binding %s: the app answered %d", binding.name, exc.status)
                 return False
             return True
 

@@ -11,7 +11,9 @@ an ``Outcome`` (Dapr's table: 2xx SUCCESS or empty, RETRY, DROP, 404 drops, anyt
 else retries). A retry waits first (exponential back-off, 0.5 s doubling to 30 s); after
 ``DEAD_LETTER_AFTER`` attempts a subscription with a dead-letter topic sends the
 message there, one without keeps it and tries again, so nothing is lost (daprd hands it
-back to the component). DROP and unroutable messages go to the dead-letter topic when
+back to the component). An inbound resiliency policy on the component replaces the
+back-off with its retries (the dead letter comes when they are used up) and the
+delivery timeout with its timeout. DROP and unroutable messages go to the dead-letter topic when
 there is one.
 """
 
@@ -31,6 +33,7 @@ from ..server.client import ClientError
 from .app_channel import AppUnavailable, header_safe
 from .cel import CelError
 from .cel import compile as compile_cel
+from .resiliency import Policy
 
 log = logging.getLogger("pillion.runtime.pubsub")
 
@@ -61,10 +64,13 @@ def _topics(text: str | None) -> set[str] | None:
 class PubSubBinding:
     """A configured pub/sub as the runtime sees it: the component, its topic scopes, its group."""
 
-    def __init__(self, name: str, component: PubSub, metadata: dict[str, str], app_id: str) -> None:
+    def __init__(self, name: str, component: PubSub, metadata: dict[str, str], app_id: str,
+                 inbound: Policy | None = None) -> None:
         lowered = {k.lower(): v for k, v in metadata.items()}
         self.name = name
         self.component = component
+        self.inbound = inbound  # the component's inbound resiliency policy: delivery timeout and retries
+        self.delivery_timeout = inbound.timeout if inbound is not None and inbound.timeout else DELIVERY_TIMEOUT
         self.consumer_group = lowered.get("consumerid") or app_id
         self.publishing = _scopes(lowered.get("publishingscopes"))
         self.subscribing = _scopes(lowered.get("subscriptionscopes"))
@@ -338,7 +344,8 @@ class Subscriptions:
             headers.append((b"traceparent", traceparent.encode()))
         headers.extend((k.encode(), v.encode()) for k, v in message.metadata.items() if header_safe(k, v))
         try:
-            response = await self.sidecar.app.call("POST", _target(path), headers, body, timeout=DELIVERY_TIMEOUT)
+            response = await self.sidecar.app.call("POST", _target(path), headers, body,
+                                                   timeout=binding.delivery_timeout)
             outcome = _outcome(response.status, response.body)
             if response.status == 404:
                 log.error("%s/%s: the app answered 404 for %s; message dropped", binding.name, message.topic, path)
@@ -357,9 +364,12 @@ class Subscriptions:
             log.warning("%s/%s: the app dropped a message", binding.name, message.topic)
             return await self.dead_letter(subscription, binding, message, Outcome.DROP)
         message.attempts += 1
-        if subscription.dead_letter_topic and message.attempts >= DEAD_LETTER_AFTER:
+        retry = binding.inbound.retry if binding.inbound is not None else None
+        delay = retry.delay(message.attempts) if retry is not None else None
+        exhausted = delay is None if retry is not None else message.attempts >= DEAD_LETTER_AFTER
+        if subscription.dead_letter_topic and exhausted:
             return await self.dead_letter(subscription, binding, message, Outcome.RETRY)
-        await asyncio.sleep(backoff(message.attempts))
+        await asyncio.sleep(backoff(message.attempts) if delay is None else delay)
         return Outcome.RETRY
 
     async def dead_letter(self, subscription: TopicSubscription, binding: PubSubBinding, message: Message,
@@ -470,7 +480,7 @@ class BulkDelivery:
         try:
             response = await self.runtime.sidecar.app.call("POST", _target(path),
                                                            [(b"Content-Type", b"application/json")], body,
-                                                           timeout=DELIVERY_TIMEOUT)  # fmt: skip
+                                                           timeout=self.binding.delivery_timeout)  # fmt: skip
         except (AppUnavailable, ClientError):
             return {entry["entryId"]: Outcome.RETRY for entry in entries}
         if response.status == 404:  # dropped, never dead-lettered (as daprd)

@@ -370,3 +370,35 @@ class Resiliencies:
             self._actor_breakers.move_to_end((actor_type, actor_id))
         breakers = (*base.breakers, breaker) if scope == "both" else (breaker,)
         return Policy(base.timeout, base.retry, breakers, self.clock)
+
+
+class Resilient:
+    """A component whose outbound calls (``methods``) run under its policy; the rest pass through.
+
+    Exceptions in ``permanent`` (an ETag mismatch, an unsupported operation) are not
+    retried; a timeout or an open breaker surfaces as the component's own ``error``
+    type, so the API maps it to the same Dapr error code as any other failure.
+    """
+
+    reads_without_waiting = False  # a state read goes through the policy too
+
+    def __init__(self, component, policy: Policy, methods: tuple[str, ...],
+                 permanent: tuple[type[BaseException], ...], error: type[Exception]):
+        self._component = component
+        self._policy = policy
+        self._methods = frozenset(methods)
+        self._permanent = permanent
+        self._error = error
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._component, name)
+        if name not in self._methods:
+            return attr
+
+        async def call(*args, **kwargs):
+            try:
+                return await self._policy.run(lambda: attr(*args, **kwargs), self._permanent)
+            except (AttemptTimeout, BreakerOpen) as exc:
+                raise self._error(str(exc)) from None
+
+        return call

@@ -38,7 +38,7 @@ from .actors import Actors
 from .bindings import Bindings
 from .pubsub import PubSubBinding, Subscriptions
 from .registry import HostRegistry, SidecarEntry
-from .resiliency import Resiliencies
+from .resiliency import Resilient, Resiliencies
 from .secrets import SecretScopes, resolve_refs
 
 log = logging.getLogger("pillion.runtime.sidecar")
@@ -151,6 +151,7 @@ class Sidecar:
         opts = self.options
         self.lifecycle.starting(self)
         self.lifecycle.status("starting the MQTT broker")
+        self.resiliency = Resiliencies(self.resources.resiliencies, self.app_id)
         await self._start_broker()
         self.lifecycle.status("loading components")
         self._create_components()
@@ -171,7 +172,6 @@ class Sidecar:
         if naming and naming.get("component") == "static":
             resolvers.append(StaticResolver(naming.get("configuration", {}).get("apps", {})))
         endpoints = {e.name: e.base_url for e in self.resources.http_endpoints}
-        self.resiliency = Resiliencies(self.resources.resiliencies, self.app_id)
         self.invoker = Invoker(self.app_id, self.app, self.pool, ChainResolver(*resolvers), acl, endpoints,
                                self.resiliency)
 
@@ -230,6 +230,7 @@ class Sidecar:
                               self.secret_stores)
         for component in others:
             instance = self.components[component.name] = component_registry.create(component, context)
+            instance = self._resilient(component, instance)
             if component.type.startswith("state."):
                 # Dapr reads keyPrefix for the store, case-insensitively; the store never sees it.
                 metadata = {k.lower(): v for k, v in component.metadata_dict().items()}
@@ -243,10 +244,22 @@ class Sidecar:
             elif component.type.startswith("configuration."):
                 self.configuration_stores[component.name] = instance
             elif component.type.startswith("bindings."):
-                self.bindings.add(component.name, instance, component.metadata_dict())
+                self.bindings.add(component.name, instance, component.metadata_dict(),
+                                  self.resiliency.component(component.name, "binding", "inbound"))
             elif component.type.startswith("pubsub."):
                 self.pubsubs[component.name] = PubSubBinding(component.name, instance, component.metadata_dict(),
-                                                             opts.app_id)  # fmt: skip
+                                                             opts.app_id,
+                                                             self.resiliency.component(component.name, "pubsub",
+                                                                                       "inbound"))
+
+    def _resilient(self, component, instance):
+        """The component behind its outbound resiliency policy, when one applies (else itself)."""
+        outbound = _OUTBOUND.get(component.type.partition(".")[0])
+        if outbound is None:
+            return instance
+        kind, methods, permanent, error = outbound()
+        policy = self.resiliency.component(component.name, kind, "outbound")
+        return instance if policy is None else Resilient(instance, policy, methods, permanent, error)
 
     async def _start_broker(self) -> None:
         """The embedded MQTT broker; without its port or its store it still runs in process."""
@@ -366,6 +379,41 @@ class Sidecar:
                 }
             out["appConnectionProperties"] = conn
         return out
+
+
+def _outbound_state():
+    from ..components.state import ETagError, StoreError
+
+    return "statestore", ("get", "bulk_get", "set", "delete", "transact", "query"), (ETagError,), StoreError
+
+
+def _outbound_pubsub():
+    from ..components.pubsub import PublishError
+
+    return "pubsub", ("publish",), (), PublishError
+
+
+def _outbound_binding():
+    from ..components.bindings import BindingError, UnsupportedOperation
+
+    return "binding", ("invoke",), (UnsupportedOperation,), BindingError
+
+
+def _outbound_lock():
+    from ..components.lock import StoreError
+
+    return "lock", ("try_lock", "unlock"), (), StoreError
+
+
+def _outbound_configuration():
+    from ..components.configuration import StoreError
+
+    return "configuration", ("get",), (), StoreError
+
+
+# Component type prefix -> (kind, outbound methods, exceptions never retried, error type), for policies.
+_OUTBOUND = {"state": _outbound_state, "pubsub": _outbound_pubsub, "bindings": _outbound_binding,
+             "lock": _outbound_lock, "configuration": _outbound_configuration}
 
 
 def _capabilities(component) -> list[str]:
