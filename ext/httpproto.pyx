@@ -59,7 +59,7 @@ cdef bytes _EMPTY = b""
 cdef class Request:
     """One parsed HTTP request; ``params`` are filled by the router."""
 
-    cdef public object method, path, query, headers, body, params, keep_alive, endpoint
+    cdef public object method, path, query, headers, body, params, keep_alive, endpoint, peer
 
     def __init__(self, method, path, query, headers, body, keep_alive):
         self.method = method
@@ -70,6 +70,7 @@ cdef class Request:
         self.keep_alive = keep_alive
         self.params = {}
         self.endpoint = None
+        self.peer = ""
 
     def header(self, name):
         """First value of header ``name`` (give it lower-case)."""
@@ -124,7 +125,7 @@ cdef inline object _too_large_body(Py_ssize_t limit):
 
 
 cdef class HttpProtocol:
-    cdef public object server, limits, handler, transport, parser
+    cdef public object server, limits, handler, transport, parser, peer
     cdef dict _bare  # server._bare: bare_response's cache, read without the call
     cdef public double read_deadline, idle_since
     cdef bytes _url
@@ -144,6 +145,7 @@ cdef class HttpProtocol:
         self.handler = server.handler
         self._bare = server._bare
         self.transport = None
+        self.peer = ""
         self.parser = _HttpRequestParser(self)
         limits = server.limits
         self._max_header = limits.max_header
@@ -171,6 +173,8 @@ cdef class HttpProtocol:
 
     def connection_made(self, transport):
         self.transport = transport
+        address = transport.get_extra_info("peername")
+        self.peer = address[0] if isinstance(address, tuple) else ""
         self.idle_since = _c_monotonic()
         self.server.connections.add(self)
 
@@ -317,6 +321,7 @@ cdef class HttpProtocol:
         request.keep_alive = parser.should_keep_alive()
         request.params = {}
         request.endpoint = None
+        request.peer = self.peer
         if self._busy or self._queue or self._writing_paused:
             self._queue.append(request)
             if len(self._queue) >= self.limits.max_pipeline and not self._reading_paused:

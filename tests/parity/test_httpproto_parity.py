@@ -70,7 +70,7 @@ class Transport:
         self.log.append(("resume_reading",))
 
     def get_extra_info(self, name, default=None):
-        return default
+        return ("192.0.2.7", 40000) if name == "peername" else default
 
 
 def make_handler(log: list):
@@ -95,7 +95,7 @@ def make_handler(log: list):
         raise RuntimeError("boom")
 
     def handle(req):
-        log.append(("handler", req.method, req.path, req.query, list(req.headers), req.body, req.keep_alive))
+        log.append(("handler", req.method, req.path, req.query, list(req.headers), req.body, req.keep_alive, req.peer))
         path = req.path
         if path == "/slow":
             return slow(req)
@@ -256,7 +256,7 @@ def test_request_twins_agree(twins):
     args = ("GET", "/p", "metadata.a=1&metadata.a=2&b=&metadata.c=3", [(b"Host", b"x"), (b"X-Y", b"z")], b'{"a": 1}', True)
     for module in twins:
         req = module.Request(*args)
-        assert req.params == {} and req.endpoint is None
+        assert req.params == {} and req.endpoint is None and req.peer == ""
     p, c = pure.Request(*args), compiled.Request(*args)
     for attr in ("method", "path", "query", "headers", "body", "keep_alive"):
         assert getattr(p, attr) == getattr(c, attr)
@@ -330,3 +330,9 @@ def test_known_scripts(twins, script, eof):
         assert run(compiled, script, eof) == run(pure, script, eof)
     finally:
         logging.getLogger("pillion").disabled = False
+
+
+def test_requests_carry_the_client_address(twins):
+    for module in twins:
+        handled = [e for e in run(module, [("data", b"GET /a HTTP/1.1\r\n\r\n")]) if e[0] == "handler"]
+        assert [e[-1] for e in handled] == ["192.0.2.7"]

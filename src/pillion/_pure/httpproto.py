@@ -29,7 +29,7 @@ Headers = list[tuple[bytes, bytes]]
 class Request:
     """One parsed HTTP request; ``params`` are filled by the router."""
 
-    __slots__ = ("method", "path", "query", "headers", "body", "params", "keep_alive", "endpoint")
+    __slots__ = ("method", "path", "query", "headers", "body", "params", "keep_alive", "endpoint", "peer")
 
     def __init__(self, method: str, path: str, query: str, headers: Headers, body: bytes, keep_alive: bool):
         self.method = method
@@ -40,6 +40,7 @@ class Request:
         self.keep_alive = keep_alive
         self.params: dict[str, str] = {}
         self.endpoint = None
+        self.peer = ""  # the client's IP address, set by the protocol
 
     def header(self, name: bytes) -> bytes | None:
         """First value of header ``name`` (give it lower-case)."""
@@ -104,7 +105,7 @@ def error_bytes(status: int, code: str, message: str, close: bool) -> bytes:
 
 class HttpProtocol(asyncio.Protocol):
     __slots__ = (
-        "server", "limits", "handler", "transport", "parser", "_url", "_headers", "_header_size",
+        "server", "limits", "handler", "transport", "parser", "peer", "_url", "_headers", "_header_size",
         "_max_header", "_max_body", "_header_timeout", "_body_timeout",
         "_body", "_body_size", "_queue", "_busy", "_task", "_loop", "_reading_paused", "_writing_paused",
         "_closing", "_continue", "read_deadline", "idle_since", "_expect_continue", "_lingering",
@@ -115,6 +116,7 @@ class HttpProtocol(asyncio.Protocol):
         self.limits = server.limits
         self.handler = server.handler
         self.transport = None
+        self.peer = ""
         self.parser = httptools.HttpRequestParser(self)
         limits = server.limits
         self._max_header = limits.max_header
@@ -142,6 +144,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
+        address = transport.get_extra_info("peername")
+        self.peer = address[0] if isinstance(address, tuple) else ""
         self.idle_since = time.monotonic()
         self.server.connections.add(self)
 
@@ -278,6 +282,7 @@ class HttpProtocol(asyncio.Protocol):
             body if type(body) is bytes else bytes(body),
             parser.should_keep_alive(),
         )
+        request.peer = self.peer
         if self._busy or self._queue or self._writing_paused:
             self._queue.append(request)
             if len(self._queue) >= self.limits.max_pipeline and not self._reading_paused:
