@@ -28,6 +28,7 @@ BUILTIN: dict[str, str] = {
     "bindings.mqtt3": "pillion.components.bindings.mqtt:MqttBinding",
     "configuration.lmdb": "pillion.components.configuration.lmdb:LmdbConfigurationStore",
     "lock.lmdb": "pillion.components.lock.lmdb:LmdbLockStore",
+    "middleware.http.ratelimit": "pillion.components.middleware.ratelimit:RateLimit",
     "secretstores.local.file": "pillion.components.secretstores.localfile:LocalFileSecretStore",
     "secretstores.local.env": "pillion.components.secretstores.localenv:LocalEnvSecretStore",
 }

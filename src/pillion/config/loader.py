@@ -633,7 +633,7 @@ def load_configuration(path: str) -> Configuration:
 
 
 _SECTIONS = {"accesscontrol": "accessControl", "nameresolution": "nameResolution", "features": "features", "api": "api",
-             "mqtt": "mqtt"}
+             "mqtt": "mqtt", "httppipeline": "httpPipeline", "apphttppipeline": "appHttpPipeline"}
 
 
 def _configuration_spec(doc: _Doc, value: Any) -> dict[str, Any]:
@@ -647,6 +647,8 @@ def _configuration_spec(doc: _Doc, value: Any) -> dict[str, Any]:
         "features": _features,
         "api": _api,
         "mqtt": _mqtt,
+        "httpPipeline": lambda doc, raw: _pipeline(doc, raw, "spec.httpPipeline"),
+        "appHttpPipeline": lambda doc, raw: _pipeline(doc, raw, "spec.appHttpPipeline"),
     }
     spec: dict[str, Any] = {}
     for key, raw in value.items():
@@ -656,6 +658,23 @@ def _configuration_spec(doc: _Doc, value: Any) -> dict[str, Any]:
         elif raw is not None:
             spec[canonical] = validators[canonical](doc, raw)
     return spec
+
+
+def _pipeline(doc: _Doc, value: Any, base: str) -> list[dict[str, str]]:
+    """``{handlers: [{name, type}]}`` as the handler list, in order; each must name a middleware component."""
+    m = _mapping(doc, value, base, required=True)
+    handlers = _list(doc, m.get("handlers"), f"{base}.handlers", "a list of {name, type} entries")
+    out = []
+    for index, entry in enumerate(handlers):
+        where = f"{base}.handlers[{index}]"
+        h = _mapping(doc, entry, where, required=True)
+        name = _string(doc, h, "name", f"{where}.name", required=True, expected="a middleware component's name")
+        kind = _string(doc, h, "type", f"{where}.type", required=True, expected="a middleware type, like "
+                       "middleware.http.ratelimit")
+        if not kind.startswith("middleware.http."):
+            raise doc.error(f"{where}.type", f"a middleware.http.* type (got {kind!r})")
+        out.append({"name": name, "type": kind, "where": where})
+    return out
 
 
 # spec.mqtt (Pillion's own section: the embedded broker) -> BrokerOptions field names.

@@ -134,6 +134,10 @@ class Configuration:
     def api_denied(self) -> list[dict[str, str]]:
         return list(self.spec.get("api", {}).get("denied", ()))
 
+    def pipeline(self, which: str) -> list[dict[str, str]]:
+        """``httpPipeline`` or ``appHttpPipeline`` handlers: ``{name, type, where}`` in order."""
+        return list(self.spec.get(which, ()))
+
     @property
     def mqtt(self) -> dict[str, Any]:
         """``spec.mqtt`` as ``broker.options.BrokerOptions`` keyword arguments."""

@@ -1,7 +1,7 @@
-"""Calls into the local app: readiness, health checks, concurrency limit, API token.
+"""Calls into the local app: readiness, health checks, concurrency limit, API token, app pipeline.
 
-Every building block that reaches the app (invocation now; pub/sub deliveries,
-bindings and actors later) goes through ``AppChannel.call``.
+Every building block that reaches the app (invocation, pub/sub deliveries, bindings,
+actors, configuration updates) goes through ``AppChannel.call``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Awaitable
 
+from ..components.middleware import AppCall, HttpMiddleware, chain
 from ..server.client import ClientError, ClientResponse, HttpClientPool
 
 log = logging.getLogger("pillion.runtime.app")
@@ -44,6 +46,7 @@ class AppChannel:
         max_concurrency: int = -1,
         health: HealthCheck | None = None,
         on_ready=None,
+        pipeline: Sequence[HttpMiddleware] = (),
     ):
         self.pool = pool
         self.host = host
@@ -56,6 +59,8 @@ class AppChannel:
         self.healthy = True
         self._failures = 0
         self._tasks: list[asyncio.Task] = []
+        # The Configuration's appHttpPipeline; None (no extra step per call) when it is empty.
+        self._pipeline = chain(pipeline, self._send, app=True) if pipeline else None
 
     def start(self) -> None:
         self._tasks.append(asyncio.ensure_future(self._wait_for_port()))
@@ -116,9 +121,18 @@ class AppChannel:
             raise AppUnavailable("app is not in a healthy state")
         if self._token:
             headers = headers + self._token
+        if self._pipeline is not None:
+            return self._pipeline(AppCall(method, target, headers, body, timeout))
         if self._limit is None:
             return self.pool.request(self.host, self.port, method, target, headers, body, timeout=timeout)
         return self._limited(method, target, headers, body, timeout)
+
+    def _send(self, call: AppCall) -> Awaitable[ClientResponse]:
+        """The end of the app pipeline: the call itself."""
+        if self._limit is None:
+            return self.pool.request(self.host, self.port, call.method, call.target, call.headers, call.body,
+                                     timeout=call.timeout)
+        return self._limited(call.method, call.target, call.headers, call.body, call.timeout)
 
     async def _limited(self, method, target, headers, body, timeout) -> ClientResponse:
         async with self._limit:

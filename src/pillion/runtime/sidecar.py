@@ -26,8 +26,10 @@ from ..broker.options import BrokerOptions
 from ..broker.server import BrokerServer, is_pillion_broker
 from ..broker.store import StoreInUse
 from ..components import registry as component_registry
+from ..components.middleware import chain
 from ..components.secretstores import is_secret_store
 from ..config.manifests import Configuration, Resources
+from ..errors import ConfigError
 from ..server.client import HttpClientPool
 from ..server.protocol import HttpServer, Limits
 from .acl import AccessControl
@@ -102,6 +104,7 @@ class Sidecar:
         self.state_stores: dict[str, StateStoreBinding] = {}
         self.secret_stores: dict[str, object] = {}
         self.lock_stores: dict[str, LockStoreBinding] = {}
+        self.middleware: dict[str, object] = {}
         self.configuration_stores: dict[str, object] = {}
         self.secret_scopes = SecretScopes()
         self.outbound_ready = False
@@ -142,6 +145,14 @@ class Sidecar:
         secret_stores = {c.name for c in self.resources.components if is_secret_store(c.type)}
         for component in self.resources.components:
             component_registry.check(component, secret_stores)
+        types = {c.name: c.type for c in self.resources.components}
+        for which in ("httpPipeline", "appHttpPipeline"):
+            for handler in self._pipeline_spec(which):
+                if types.get(handler["name"]) != handler["type"]:
+                    source = self.configuration.source
+                    raise ConfigError(source.file, source.document, f"{handler['where']}.name",
+                                      f"the name of a {handler['type']} component in the resources; "
+                                      f"{handler['name']!r} is not one")
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -163,7 +174,7 @@ class Sidecar:
             self.app = AppChannel(
                 self.pool, opts.app_channel_address, opts.app_port,
                 api_token=opts.app_api_token, max_concurrency=opts.app_max_concurrency, health=opts.health,
-                on_ready=self._update_ready,
+                on_ready=self._update_ready, pipeline=self._pipeline("appHttpPipeline"),
             )
         self.registry = HostRegistry(os.path.expanduser(opts.data_dir))
         acl = AccessControl.from_spec(self.configuration.access_control if self.configuration else None)
@@ -179,7 +190,8 @@ class Sidecar:
             max_body=opts.max_body, max_header=opts.max_header, header_timeout=opts.header_timeout,
             body_timeout=opts.body_timeout, keepalive_timeout=opts.idle_timeout,
         )
-        api = HttpServer(Dispatcher(self, all_endpoints(), opts.api_token, invoke_by_header), limits)
+        api = HttpServer(chain(self._pipeline("httpPipeline"),
+                               Dispatcher(self, all_endpoints(), opts.api_token, invoke_by_header)), limits)
         self.lifecycle.status(f"opening the HTTP API on port {opts.http_port}")
         for address in opts.listen_addresses:
             await api.listen(address, opts.http_port)
@@ -241,6 +253,8 @@ class Sidecar:
                 metadata = {k.lower(): v for k, v in component.metadata_dict().items()}
                 prefix = lock_key_prefix(metadata.get("keyprefix"), app_id=opts.app_id, store=component.name)
                 self.lock_stores[component.name] = LockStoreBinding(component.name, instance, prefix)
+            elif component.type.startswith("middleware."):
+                self.middleware[component.name] = instance
             elif component.type.startswith("configuration."):
                 self.configuration_stores[component.name] = instance
             elif component.type.startswith("bindings."):
@@ -251,6 +265,13 @@ class Sidecar:
                                                              opts.app_id,
                                                              self.resiliency.component(component.name, "pubsub",
                                                                                        "inbound"))
+
+    def _pipeline_spec(self, which: str) -> list[dict[str, str]]:
+        return self.configuration.pipeline(which) if self.configuration is not None else []
+
+    def _pipeline(self, which: str) -> list:
+        """The middleware components of the Configuration's ``httpPipeline`` or ``appHttpPipeline``."""
+        return [self.middleware[handler["name"]] for handler in self._pipeline_spec(which)]
 
     def _resilient(self, component, instance):
         """The component behind its outbound resiliency policy, when one applies (else itself)."""

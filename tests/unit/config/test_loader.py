@@ -659,3 +659,20 @@ def test_structured_garbage_only_raises_config_error(tmp_path: Path, kind: str, 
 
     doc = {"apiVersion": api, "kind": kind, "metadata": {"name": "n"}, "spec": spec}
     _load_only_config_errors(tmp_path, orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS))
+
+
+def test_configuration_pipelines(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: c}\nspec:\n"
+                    "  httpPipeline: {handlers: [{name: limit, type: middleware.http.ratelimit}]}\n")
+    cfg = load_configuration(str(path))
+    assert [(h["name"], h["type"]) for h in cfg.pipeline("httpPipeline")] == [("limit", "middleware.http.ratelimit")]
+    assert cfg.pipeline("appHttpPipeline") == []
+    for spec, field in (("httpPipeline: {handlers: [{name: x, type: state.redis}]}", "spec.httpPipeline.handlers[0].type"),
+                        ("appHttpPipeline: {handlers: [{type: middleware.http.ratelimit}]}",
+                         "spec.appHttpPipeline.handlers[0].name"),
+                        ("httpPipeline: {handlers: limit}", "spec.httpPipeline.handlers")):
+        path.write_text(f"apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {{name: c}}\nspec:\n  {spec}\n")
+        with pytest.raises(ConfigError) as info:
+            load_configuration(str(path))
+        assert info.value.field == field
