@@ -23,7 +23,7 @@ log = logging.getLogger("pillion.cli")
 
 _BOOL_FLAGS = (
     "--enable-app-health-check", "--log-as-json", "--enable-metrics", "--enable-mtls", "--enable-profiling",
-    "--app-ssl", "--enable-api-logging", "--disable-builtin-k8s-secret-store", "--wait",
+    "--app-ssl", "--disable-builtin-k8s-secret-store", "--wait",
 )
 # daprd flags Pillion accepts and has no use for (control plane, profiling, gRPC front);
 # they are parsed so that daprd command lines work, and logged at debug level.
@@ -106,6 +106,8 @@ def _add_sidecar_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dapr-graceful-shutdown-seconds", type=float, default=5)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "warning", "error", "fatal"])
     p.add_argument("--log-as-json", action="store_true")
+    p.add_argument("--enable-api-logging", nargs="?", const="true", default=None, choices=["true", "false"],
+                   help="one log line per API call (default: spec.logging.apiLogging of the Configuration)")
     p.add_argument("--mode", default="standalone", choices=["standalone"])
     for flag in _BOOL_FLAGS:
         if flag not in ("--enable-app-health-check", "--log-as-json"):
@@ -246,6 +248,7 @@ def _options(args, command: list[str]):
         graceful_shutdown=args.dapr_graceful_shutdown_seconds,
         data_dir=args.data_dir or default_data_dir(),
         mqtt_port=args.mqtt_port,
+        api_logging=None if args.enable_api_logging is None else args.enable_api_logging == "true",
         api_token=os.environ.get("DAPR_API_TOKEN") or None,
         app_api_token=os.environ.get("APP_API_TOKEN") or None,
         namespace=os.environ.get("NAMESPACE") or None,

@@ -74,6 +74,7 @@ class SidecarOptions:
     app_api_token: str | None = None
     namespace: str | None = None
     command: list[str] = field(default_factory=list)
+    api_logging: bool | None = None  # --enable-api-logging; None: the Configuration decides
 
 
 class Lifecycle:
@@ -190,7 +191,7 @@ class Sidecar:
             max_body=opts.max_body, max_header=opts.max_header, header_timeout=opts.header_timeout,
             body_timeout=opts.body_timeout, keepalive_timeout=opts.idle_timeout,
         )
-        api = HttpServer(chain(self._pipeline("httpPipeline"),
+        api = HttpServer(chain(self._api_middleware() + self._pipeline("httpPipeline"),
                                Dispatcher(self, all_endpoints(), opts.api_token, invoke_by_header)), limits)
         self.lifecycle.status(f"opening the HTTP API on port {opts.http_port}")
         for address in opts.listen_addresses:
@@ -265,6 +266,14 @@ class Sidecar:
                                                              opts.app_id,
                                                              self.resiliency.component(component.name, "pubsub",
                                                                                        "inbound"))
+
+    def _api_middleware(self) -> list:
+        """Pillion's own steps in front of the Configuration's httpPipeline."""
+        from .apilog import from_settings
+
+        api_log = from_settings(self.app_id, self.options.api_logging,
+                                self.configuration.spec if self.configuration is not None else None)
+        return [api_log] if api_log is not None else []
 
     def _pipeline_spec(self, which: str) -> list[dict[str, str]]:
         return self.configuration.pipeline(which) if self.configuration is not None else []
