@@ -55,6 +55,7 @@ def test_set_get_delete(tmp_path):
         assert list(got) == ["a"] and got["a"].value == "1" and got["a"].metadata == {"unit": "rpm"}
         assert got["a"].version == written["a"].version
         assert set(await s.get([])) == {"a", "b"}
+        assert s.reads_without_waiting and s.get_now(["a", "missing"]) == got  # the API's synchronous path
         assert await s.delete(["a", "missing"]) == ["a"]
         assert set(await s.get([])) == {"b"}
         await s.close()

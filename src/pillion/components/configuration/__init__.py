@@ -37,6 +37,11 @@ class ConfigurationStore(abc.ABC):
     """One configured configuration store component; failures raise StoreError."""
 
     name: str
+    reads_without_waiting = False  # True: get_now answers in the calling thread
+
+    def get_now(self, keys: Iterable[str]) -> dict[str, ConfigurationItem]:
+        """``get`` without waiting, for stores that set ``reads_without_waiting``."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     async def get(self, keys: Iterable[str]) -> dict[str, ConfigurationItem]:
