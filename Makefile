@@ -6,7 +6,7 @@ PYTHON ?= python3
 # certificates), wrk (bench/bench_http.py), systemd (systemd-analyze checks the shipped units).
 DEBIAN_PACKAGES = mosquitto mosquitto-clients openssl wrk systemd
 
-.PHONY: install install-test system-deps compile example test bench clean
+.PHONY: install install-test system-deps compile example test bench clean arm-wheels arm-test
 
 install:
 	$(PYTHON) -m pip install --upgrade .
@@ -43,3 +43,11 @@ bench: install
 
 clean:
 	rm -rf build dist src/*.egg-info ext/*.c ext/*.html src/pillion/_ext/*.so
+
+# manylinux aarch64 + x86_64 wheels in dist/ (cross-compiled, no emulation) and the aarch64
+# wheel's smoke test under qemu. Needs root (apt, debootstrap); not part of CI. See arm/README.md.
+arm-wheels:
+	arm/build-wheels.sh
+
+arm-test:
+	arm/test-wheel-arm64.sh

@@ -441,6 +441,7 @@ def cmd_init(args) -> int:
     resources = Path(args.resources_path) if args.resources_path else home / "components"
     resources.mkdir(parents=True, exist_ok=True)
     Path(default_data_dir()).mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
     config = home / "config.yaml"
     written = []
     if args.force or not config.exists():

@@ -224,3 +224,10 @@ def test_stop_ends_a_run_and_its_app(tmp_path):
     wait_for(lambda: not os.path.exists(f"/proc/{app_pid}") or open(f"/proc/{app_pid}/stat").read().split()[2] == "Z",
              5, what="app exit")
     proc.stop()
+
+
+def test_init_with_a_resources_path_creates_the_home_it_writes_to(tmp_path):
+    resources = tmp_path / "elsewhere"
+    out = _pillion(tmp_path, "init", "--resources-path", str(resources))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "home" / "config.yaml").is_file() and (resources / "statestore.yaml").is_file()
