@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import lmdb
 import orjson
 
+from ..runtime import memory as _memory
 from . import codec
 from .packets import Publish
 
@@ -52,8 +53,7 @@ _SEQ = struct.Struct(">Q")
 DB_RETAINED = b"retained"
 DB_SESSIONS = b"sessions"
 DB_MESSAGES = b"messages"
-DEFAULT_MAP_SIZE = 64 * 1024 * 1024
-DEFAULT_MAX_MAP_SIZE = 4 * 1024 * 1024 * 1024
+DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE = _memory.lmdb_map_sizes("broker")  # 64 MiB / 4 GiB on 64-bit
 
 # Journal operations: (op, key[, value]).
 PUT_RETAINED, DEL_RETAINED, PUT_SESSION, DEL_SESSION, PUT_MESSAGE, DEL_MESSAGE = range(6)

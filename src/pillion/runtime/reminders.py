@@ -69,6 +69,7 @@ import lmdb
 import orjson
 
 from ..config.durations import parse_duration
+from . import memory as _memory
 
 log = logging.getLogger("pillion.runtime.reminders")
 
@@ -672,8 +673,7 @@ class Scheduler:
 # --------------------------------------------------------------------------- storage
 
 _DUE = struct.Struct("<d")
-DEFAULT_MAP_SIZE = 64 * 1024 * 1024
-DEFAULT_MAX_MAP_SIZE = 4 * 1024 * 1024 * 1024
+DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE = _memory.lmdb_map_sizes("reminders")  # 64 MiB / 4 GiB on 64-bit
 
 
 def _encode(reminder: Reminder) -> tuple[bytes, bytes]:

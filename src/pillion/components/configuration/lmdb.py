@@ -30,6 +30,7 @@ import orjson
 from ...config.durations import parse_duration
 from ...config.manifests import Component
 from ...errors import ConfigError
+from ...runtime import memory as _memory
 from ..registry import Context
 from ..state import records
 from ..state import writer as _writer
@@ -39,8 +40,7 @@ from . import ConfigurationItem, ConfigurationStore, StoreError, UpdateHandler
 
 log = logging.getLogger("pillion.configuration.lmdb")
 
-MIB = 1 << 20
-DEFAULT_MAP_SIZE = 16 * MIB
+DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE = _memory.lmdb_map_sizes("configuration")
 DEFAULT_POLL_INTERVAL = 0.5
 FEED_RETENTION = 3600.0  # seconds a change stays in the feed
 ITEM = b"i/"
@@ -112,7 +112,8 @@ class LmdbConfigurationStore(ConfigurationStore):
     def __init__(self, component: Component, context: Context):
         self.name = component.name
         self.options = opts = parse_metadata(component, context, subdir="configuration",
-                                             default_map_size=DEFAULT_MAP_SIZE)
+                                             default_map_size=DEFAULT_MAP_SIZE,
+                                             default_max_map_size=DEFAULT_MAX_MAP_SIZE)
         self.poll_interval = _poll_interval(component)
         sync, metasync = DURABILITY[opts.durability]
         try:

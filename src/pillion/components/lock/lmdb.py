@@ -21,6 +21,7 @@ import lmdb
 
 from ...config.manifests import Component
 from ...errors import ConfigError
+from ...runtime import memory as _memory
 from ..registry import Context
 from ..state import records
 from ..state import writer as _writer
@@ -28,7 +29,8 @@ from ..state.lmdb import DURABILITY, parse_metadata
 from . import LockStore, StoreError, UnlockStatus
 
 MIB = 1 << 20
-DEFAULT_MAP_SIZE = 16 * MIB  # locks are a few dozen bytes each
+# Locks are a few dozen bytes each: 16 MiB to start (4 MiB on 32-bit, see runtime/memory.py).
+DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE = _memory.lmdb_map_sizes("lock")
 
 
 def _check_key_prefix(component: Component) -> None:
@@ -75,7 +77,8 @@ class LmdbLockStore(LockStore):
     def __init__(self, component: Component, context: Context):
         self.name = component.name
         _check_key_prefix(component)
-        self.options = opts = parse_metadata(component, context, subdir="locks", default_map_size=DEFAULT_MAP_SIZE)
+        self.options = opts = parse_metadata(component, context, subdir="locks", default_map_size=DEFAULT_MAP_SIZE,
+                                             default_max_map_size=DEFAULT_MAX_MAP_SIZE)
         sync, metasync = DURABILITY[opts.durability]
         try:
             self._env = _writer.acquire(opts.path, map_size=opts.map_size, max_map_size=opts.max_map_size,

@@ -22,12 +22,15 @@ from urllib.parse import urlsplit
 from ...broker.packets import Publish
 from ...broker.topics import TopicTrie, validate_topic
 from ...errors import ConfigError
+from ...runtime import memory as _memory
 from . import Handler, Message, Outcome, PubSub, PublishError, SubscribeOptions
 
 log = logging.getLogger("pillion.pubsub.mqtt")
 
 EMBEDDED_SCHEME = "pillion"
-DEFAULT_APP_QUEUE = 10_000  # messages kept for this app (on disk, and in memory until delivered)
+# Messages kept for this app (on disk, and in memory until delivered): 10,000 at most, fewer
+# under a small memory limit (runtime/memory.py app_queue_default; 2,048 at 64 MiB).
+DEFAULT_APP_QUEUE = _memory.APP_QUEUE_MAX
 
 
 def create(component, context) -> PubSub:
@@ -90,7 +93,7 @@ class EmbeddedMqtt(PubSub):
         self.qos = int(_setting(component, metadata, "qos", ("0", "1", "2"), "1"))
         self.retain = _setting(component, metadata, "retain", ("true", "false"), "false") == "true"
         self.consumer_id = metadata.get("consumerid") or context.app_id
-        self.max_queued = _count(component, metadata, "maxQueuedMessages", DEFAULT_APP_QUEUE)
+        self.max_queued = _count(component, metadata, "maxQueuedMessages", _memory.app_queue_default())
         self.client_id = f"pillion-{self.consumer_id}-{context.instance}"
         restored = server.broker.clients.get(self.client_id)
         if restored is not None:  # its queue limit holds before the app is ready, too

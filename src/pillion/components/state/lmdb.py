@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +30,7 @@ import lmdb
 
 from ...config.manifests import Component
 from ...errors import ConfigError
+from ...runtime import memory as _memory
 from ..registry import Context
 from . import DeleteRequest, Feature, Item, SetRequest, StateStore, StoreError, WouldBlock
 from . import query as _query
@@ -39,8 +39,8 @@ from . import writer as _writer
 
 GIB = 1 << 30
 MIB = 1 << 20
-DEFAULT_MAP_SIZE = GIB if sys.maxsize >= 2**32 else 256 * MIB
-DEFAULT_MAX_MAP_SIZE = 64 * GIB if sys.maxsize >= 2**32 else 1 * GIB
+# 64-bit: 1 GiB, growing to 64 GiB; 32-bit: held within the process's LMDB budget (runtime/memory.py).
+DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE = _memory.lmdb_map_sizes("state")
 MIN_MAP_SIZE = 64 * 1024
 DURABILITY = {  # name -> (sync, metasync)
     "fsync": (True, True),  # every acknowledged write survives power loss
@@ -60,7 +60,8 @@ class LmdbMetadata:
 
 
 def parse_metadata(component: Component, context: Context, *, subdir: str = "state",
-                   default_map_size: int = DEFAULT_MAP_SIZE) -> LmdbMetadata:
+                   default_map_size: int = DEFAULT_MAP_SIZE,
+                   default_max_map_size: int = DEFAULT_MAX_MAP_SIZE) -> LmdbMetadata:
     """Typed metadata; names are case-insensitive, unknown ones (``keyPrefix``…) ignored.
 
     The lock store reads the same settings, with its own directory and map size.
@@ -93,7 +94,7 @@ def parse_metadata(component: Component, context: Context, *, subdir: str = "sta
     if durability not in DURABILITY:
         fail("durability", f"one of {', '.join(DURABILITY)} (got {values['durability'][2]!r})")
     map_size = size("mapsize", default_map_size)
-    max_map_size = max(size("maxmapsize", max(DEFAULT_MAX_MAP_SIZE, map_size)), map_size)
+    max_map_size = max(size("maxmapsize", max(default_max_map_size, map_size)), map_size)
     actor = values.get("actorstatestore", (0, "", ""))[2].lower() in TRUTHY
     return LmdbMetadata(os.path.expanduser(path), map_size, max_map_size, durability, actor)
 
