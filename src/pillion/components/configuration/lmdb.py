@@ -35,7 +35,7 @@ from ..registry import Context
 from ..state import records
 from ..state import writer as _writer
 from ..state import WouldBlock
-from ..state.lmdb import DURABILITY, parse_metadata
+from ..state.lmdb import open_environment, parse_metadata, release_environment
 from . import ConfigurationItem, ConfigurationStore, StoreError, UpdateHandler
 
 log = logging.getLogger("pillion.configuration.lmdb")
@@ -115,12 +115,7 @@ class LmdbConfigurationStore(ConfigurationStore):
                                              default_map_size=DEFAULT_MAP_SIZE,
                                              default_max_map_size=DEFAULT_MAX_MAP_SIZE)
         self.poll_interval = _poll_interval(component)
-        sync, metasync = DURABILITY[opts.durability]
-        try:
-            self._env = _writer.acquire(opts.path, map_size=opts.map_size, max_map_size=opts.max_map_size,
-                                        sync=sync, metasync=metasync)
-        except (lmdb.Error, OSError) as exc:
-            raise StoreError(f"cannot open configuration store {self.name!r} at {opts.path}: {exc}") from exc
+        self._env = open_environment(component, opts, "configuration store")
         self._subscriptions: dict[str, _Subscription] = {}
         self._watcher: asyncio.Task | None = None
         self._closed = False
@@ -281,5 +276,4 @@ class LmdbConfigurationStore(ConfigurationStore):
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
-        if _writer.unref(self._env):
-            await self._env.stop()
+        await release_environment(self._env)

@@ -25,7 +25,7 @@ from ...runtime import memory as _memory
 from ..registry import Context
 from ..state import records
 from ..state import writer as _writer
-from ..state.lmdb import DURABILITY, parse_metadata
+from ..state.lmdb import open_environment, parse_metadata, release_environment
 from . import LockStore, StoreError, UnlockStatus
 
 MIB = 1 << 20
@@ -79,18 +79,7 @@ class LmdbLockStore(LockStore):
         _check_key_prefix(component)
         self.options = opts = parse_metadata(component, context, subdir="locks", default_map_size=DEFAULT_MAP_SIZE,
                                              default_max_map_size=DEFAULT_MAX_MAP_SIZE)
-        sync, metasync = DURABILITY[opts.durability]
-        try:
-            self._env = _writer.acquire(opts.path, map_size=opts.map_size, max_map_size=opts.max_map_size,
-                                        sync=sync, metasync=metasync)
-        except (lmdb.Error, OSError) as exc:
-            raise StoreError(f"cannot open lock store {self.name!r} at {opts.path}: {exc}") from exc
-        if (self._env.sync, self._env.metasync) != (sync, metasync):
-            _writer.unref(self._env)  # another user remains, so nothing to stop
-            index = [i for i, m in enumerate(component.metadata) if m.name.lower() == "durability"]
-            field = f"spec.metadata[{index[0]}].durability" if index else "spec.metadata"
-            raise ConfigError(component.source.file, component.source.document, field,
-                              f"the durability the other LMDB component at {opts.path} uses")
+        self._env = open_environment(component, opts, "lock store")
         self._closed = False
 
     async def try_lock(self, resource_id: str, owner: str, expiry_seconds: int) -> bool:
@@ -117,5 +106,4 @@ class LmdbLockStore(LockStore):
         if self._closed:
             return
         self._closed = True
-        if _writer.unref(self._env):
-            await self._env.stop()
+        await release_environment(self._env)

@@ -99,6 +99,33 @@ def parse_metadata(component: Component, context: Context, *, subdir: str = "sta
     return LmdbMetadata(os.path.expanduser(path), map_size, max_map_size, durability, actor)
 
 
+def open_environment(component: Component, opts: LmdbMetadata, what: str) -> _writer.SharedEnv:
+    """The environment at ``opts.path``, shared with the other LMDB components that name it.
+
+    Raises StoreError when it cannot be opened, ConfigError when another component opened
+    it with other durability flags (one environment has one set).
+    """
+    sync, metasync = DURABILITY[opts.durability]
+    try:
+        env = _writer.acquire(opts.path, map_size=opts.map_size, max_map_size=opts.max_map_size,
+                              sync=sync, metasync=metasync)
+    except (lmdb.Error, OSError) as exc:
+        raise StoreError(f"cannot open {what} {component.name!r} at {opts.path}: {exc}") from exc
+    if (env.sync, env.metasync) != (sync, metasync):
+        _writer.unref(env)  # another user remains, so nothing to stop
+        index = [i for i, m in enumerate(component.metadata) if m.name.lower() == "durability"]
+        field = f"spec.metadata[{index[0]}].durability" if index else "spec.metadata"
+        raise ConfigError(component.source.file, component.source.document, field,
+                          f"the durability the other LMDB component at {opts.path} uses")
+    return env
+
+
+async def release_environment(env: _writer.SharedEnv) -> None:
+    """Drop one user; drain the writer and close the environment when it was the last."""
+    if _writer.unref(env):
+        await env.stop()
+
+
 def _apply(ops: list[SetRequest | DeleteRequest], txn: lmdb.Transaction, batch: _writer.Batch) -> None:
     """One job, run by the writer thread inside its nested transaction."""
     db = batch.db
@@ -132,18 +159,7 @@ class LmdbStateStore(StateStore):
     def __init__(self, component: Component, context: Context):
         self.name = component.name
         self.options = opts = parse_metadata(component, context)
-        sync, metasync = DURABILITY[opts.durability]
-        try:
-            self._env = _writer.acquire(opts.path, map_size=opts.map_size, max_map_size=opts.max_map_size,
-                                        sync=sync, metasync=metasync)
-        except (lmdb.Error, OSError) as exc:
-            raise StoreError(f"cannot open state store {self.name!r} at {opts.path}: {exc}") from exc
-        if (self._env.sync, self._env.metasync) != (sync, metasync):
-            _writer.unref(self._env)  # another user remains, so nothing to stop
-            index = [i for i, m in enumerate(component.metadata) if m.name.lower() == "durability"]
-            field = f"spec.metadata[{index[0]}].durability" if index else "spec.metadata"
-            raise ConfigError(component.source.file, component.source.document, field,
-                              f"the durability the other state.lmdb component at {opts.path} uses")
+        self._env = open_environment(component, opts, "state store")
         self._closed = False
         feats = {Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API}
         if opts.actor_state_store:
@@ -285,5 +301,4 @@ class LmdbStateStore(StateStore):
         if self._closed:
             return
         self._closed = True
-        if _writer.unref(self._env):
-            await self._env.stop()
+        await release_environment(self._env)
