@@ -173,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--root", default="/", help="where to look for the installed systemd unit")
     doctor.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
+    from . import healthcheck  # standard library only; http.client is imported when used
+
+    healthcheck.build_parser(sub.add_parser(
+        "healthcheck", help="exit 0 when the sidecar's /v1.0/healthz answers 204 (container HEALTHCHECK)"))
+
     passwd = sub.add_parser("passwd", help="add, change or delete a user in a broker password file")
     passwd.add_argument("file")
     passwd.add_argument("username")
@@ -184,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_normalize_argv(sys.argv[1:] if argv is None else argv))
     return {"run": cmd_run, "sidecar": cmd_sidecar, "init": cmd_init, "list": cmd_list, "stop": cmd_stop,
-            "broker": cmd_broker, "passwd": cmd_passwd, "config": cmd_config, "doctor": cmd_doctor}[args.command](args)
+            "broker": cmd_broker, "passwd": cmd_passwd, "config": cmd_config, "doctor": cmd_doctor,
+            "healthcheck": cmd_healthcheck}[args.command](args)
 
 
 # -- logging -------------------------------------------------------------------------
@@ -541,6 +547,12 @@ def _running(pid: int) -> bool:
             return f.read().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return True
+
+
+def cmd_healthcheck(args) -> int:
+    from .healthcheck import run
+
+    return run(args)
 
 
 def cmd_passwd(args) -> int:
