@@ -137,7 +137,9 @@ cdef class HttpProtocol:
     cdef object _task
     cdef object _loop
     cdef readonly bint _busy, _reading_paused, _writing_paused, _closing, _lingering
-    cdef bint _continue, _expect_continue
+    cdef bint _continue, _expect_continue, _budget_paused
+    cdef Py_ssize_t _declared, _admitted
+    cdef object _budget
 
     def __init__(self, server):
         self.server = server
@@ -168,6 +170,10 @@ cdef class HttpProtocol:
         self._lingering = False
         self.read_deadline = 0.0
         self.idle_since = 0.0
+        self._budget = server.budget
+        self._declared = 0
+        self._admitted = 0
+        self._budget_paused = False
 
     # -- transport events -------------------------------------------------
 
@@ -180,6 +186,9 @@ cdef class HttpProtocol:
 
     def connection_lost(self, exc):
         self.server.connections.discard(self)
+        if self._budget is not None:
+            self._budget.leave(self, self._admitted)
+            self._admitted = 0
         self._queue.clear()
         if self._task is not None and not self._task.done():
             self._task.cancel()
@@ -187,6 +196,16 @@ cdef class HttpProtocol:
 
     def pause_writing(self):
         self._writing_paused = True
+
+    def budget_granted(self, length):
+        """The server's body budget took ``length`` more bytes of ours: read again."""
+        self._admitted += length
+        self._budget_paused = False
+        if self.transport is not None and not self._reading_paused:
+            self.transport.resume_reading()
+            if self.read_deadline:
+                grace = min(self.limits.header_timeout, self.limits.body_timeout)
+                self.read_deadline = max(self.read_deadline, _c_monotonic() + grace)
 
     def resume_writing(self):
         self._writing_paused = False
@@ -230,6 +249,7 @@ cdef class HttpProtocol:
         self._header_size = 0
         self._body = _EMPTY
         self._expect_continue = False
+        self._declared = 0
         # The real clock, not the ticker's cached one (see the pure twin).
         self.read_deadline = _c_monotonic() + self._header_timeout
 
@@ -257,11 +277,19 @@ cdef class HttpProtocol:
                 return None  # llhttp rejects it with a 400 of its own
             if length > self._max_body:
                 raise _too_large_body(self._max_body)
+            self._declared = length
         elif name == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
         return None
 
     def on_headers_complete(self):
+        if self._budget is not None and self._declared:
+            if self._budget.admit(self, self._declared):
+                self._admitted += self._declared
+            else:  # wait (not read) until bodies in flight leave room for this one
+                self._budget_paused = True
+                if not self._reading_paused:
+                    self.transport.pause_reading()
         if self._expect_continue:
             if self.parser.get_http_version() != "1.1":
                 return
@@ -351,6 +379,16 @@ cdef class HttpProtocol:
             self._task = self._loop.create_task(_await(self, request, result))
 
     cdef _write(self, request, response):
+        cdef Py_ssize_t done
+        if self._admitted:
+            done = min(self._admitted, len(request.body))
+            self._admitted -= done
+            self._budget.release(done)
+        elif self._budget_paused:  # its body came with the reads already made: stop waiting
+            self._budget_paused = False
+            self._budget.leave(self, 0)
+            if not self._reading_paused:
+                self.transport.resume_reading()
         body = response.body
         headers = response.headers
         cdef bint keep_alive = request.keep_alive and not (self._closing and not self._queue)
@@ -385,7 +423,8 @@ cdef class HttpProtocol:
             self._run(self._queue.popleft())
         if self._reading_paused and len(self._queue) <= self.limits.max_pipeline // 4 and self.transport is not None:
             self._reading_paused = False
-            self.transport.resume_reading()
+            if not self._budget_paused:
+                self.transport.resume_reading()
             if self.read_deadline:
                 # The time we did not read is ours, not the client's: start the clock again.
                 grace = min(self.limits.header_timeout, self.limits.body_timeout)
@@ -439,7 +478,7 @@ cdef class HttpProtocol:
             if now > self.read_deadline:
                 self.transport.close()
         elif self.read_deadline:
-            if now > self.read_deadline and not self._reading_paused:
+            if now > self.read_deadline and not self._reading_paused and not self._budget_paused:
                 self._fail(408, "ERR_BODY_READ", "timed out reading the request")
         elif self._idle() and now - self.idle_since > self.limits.keepalive_timeout:
             self._closing = True

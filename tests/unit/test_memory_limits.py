@@ -209,3 +209,8 @@ def test_embedded_pubsub_takes_its_queue_from_the_limit(monkeypatch, tmp_path):
     assert explicit.max_queued == 50000
     monkeypatch.setattr(memory, "current", lambda: memory.MemoryInfo(1 << 34, "meminfo", 1 << 34, 64))
     assert EmbeddedMqtt(comp(), ctx, server, {}).max_queued == 10_000
+
+
+def test_body_budget_is_a_sixth_of_a_quarter_of_the_limit_with_a_floor():
+    assert memory.body_budget(64 * MIB) == 64 * MIB // 4 // 6
+    assert memory.body_budget(2 * MIB) == memory.BODY_BUDGET_MIN

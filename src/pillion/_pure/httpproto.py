@@ -109,6 +109,7 @@ class HttpProtocol(asyncio.Protocol):
         "_max_header", "_max_body", "_header_timeout", "_body_timeout",
         "_body", "_body_size", "_queue", "_busy", "_task", "_loop", "_reading_paused", "_writing_paused",
         "_closing", "_continue", "read_deadline", "idle_since", "_expect_continue", "_lingering",
+        "_budget", "_declared", "_admitted", "_budget_paused",
     )
 
     def __init__(self, server):
@@ -139,6 +140,10 @@ class HttpProtocol(asyncio.Protocol):
         self._lingering = False
         self.read_deadline = 0.0
         self.idle_since = 0.0
+        self._budget = server.budget  # body bytes in flight across the server (None: no limit)
+        self._declared = 0  # this request's Content-Length
+        self._admitted = 0  # body bytes of ours the budget counts
+        self._budget_paused = False
 
     # -- transport events -------------------------------------------------
 
@@ -151,6 +156,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.server.connections.discard(self)
+        if self._budget is not None:
+            self._budget.leave(self, self._admitted)
+            self._admitted = 0
         self._queue.clear()
         if self._task is not None and not self._task.done():
             self._task.cancel()
@@ -158,6 +166,16 @@ class HttpProtocol(asyncio.Protocol):
 
     def pause_writing(self):
         self._writing_paused = True
+
+    def budget_granted(self, length):
+        """The server's body budget took ``length`` more bytes of ours: read again."""
+        self._admitted += length
+        self._budget_paused = False
+        if self.transport is not None and not self._reading_paused:
+            self.transport.resume_reading()
+            if self.read_deadline:
+                grace = min(self.limits.header_timeout, self.limits.body_timeout)
+                self.read_deadline = max(self.read_deadline, time.monotonic() + grace)
 
     def resume_writing(self):
         self._writing_paused = False
@@ -203,6 +221,7 @@ class HttpProtocol(asyncio.Protocol):
         self._header_size = 0
         self._body = b""
         self._expect_continue = False
+        self._declared = 0
         # The real clock, not the ticker's cached one: that can be up to a tick old,
         # which would cut a sub-second limit short (or time a request out at once).
         self.read_deadline = monotonic() + self._header_timeout
@@ -230,10 +249,18 @@ class HttpProtocol(asyncio.Protocol):
                 return  # llhttp rejects it with a 400 of its own
             if length > self._max_body:
                 raise _Reject(413, "ERR_BODY_READ", f"request body larger than the limit of {self._max_body} bytes")
+            self._declared = length
         elif name == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
 
     def on_headers_complete(self):
+        if self._budget is not None and self._declared:
+            if self._budget.admit(self, self._declared):
+                self._admitted += self._declared
+            else:  # wait (not read) until bodies in flight leave room for this one
+                self._budget_paused = True
+                if not self._reading_paused:
+                    self.transport.pause_reading()
         if self._expect_continue:
             if self.parser.get_http_version() != "1.1":
                 return
@@ -331,6 +358,15 @@ class HttpProtocol(asyncio.Protocol):
                 self._next()
 
     def _write(self, request: Request, response: Response):
+        if self._admitted:  # this request's body is no longer held
+            done = min(self._admitted, len(request.body))
+            self._admitted -= done
+            self._budget.release(done)
+        elif self._budget_paused:  # its body came with the reads already made: stop waiting
+            self._budget_paused = False
+            self._budget.leave(self, 0)
+            if not self._reading_paused:
+                self.transport.resume_reading()
         body = response.body
         keep_alive = request.keep_alive and not (self._closing and not self._queue)
         if not body and not response.headers and keep_alive:
@@ -362,7 +398,8 @@ class HttpProtocol(asyncio.Protocol):
             self._run(self._queue.popleft())
         if self._reading_paused and len(self._queue) <= self.limits.max_pipeline // 4 and self.transport is not None:
             self._reading_paused = False
-            self.transport.resume_reading()
+            if not self._budget_paused:
+                self.transport.resume_reading()
             if self.read_deadline:
                 # The time we did not read is ours, not the client's: start the clock again.
                 grace = min(self.limits.header_timeout, self.limits.body_timeout)
@@ -413,7 +450,7 @@ class HttpProtocol(asyncio.Protocol):
             if now > self.read_deadline:
                 self.transport.close()
         elif self.read_deadline:
-            if now > self.read_deadline and not self._reading_paused:
+            if now > self.read_deadline and not self._reading_paused and not self._budget_paused:
                 self._fail(408, "ERR_BODY_READ", "timed out reading the request")
         elif self.is_idle() and now - self.idle_since > self.limits.keepalive_timeout:
             self._closing = True

@@ -39,6 +39,7 @@ from .nameresolution import ChainResolver, HostRegistryResolver, StaticResolver
 from .actors import Actors
 from .bindings import Bindings
 from .pubsub import PubSubBinding, Subscriptions
+from .memory import body_budget
 from .registry import HostRegistry, SidecarEntry
 from .resiliency import Resilient, Resiliencies
 from .secrets import SecretScopes, resolve_refs
@@ -189,7 +190,7 @@ class Sidecar:
 
         limits = Limits(
             max_body=opts.max_body, max_header=opts.max_header, header_timeout=opts.header_timeout,
-            body_timeout=opts.body_timeout, keepalive_timeout=opts.idle_timeout,
+            body_timeout=opts.body_timeout, keepalive_timeout=opts.idle_timeout, body_budget=body_budget(),
         )
         api = HttpServer(chain(self._api_middleware() + self._pipeline("httpPipeline"),
                                Dispatcher(self, all_endpoints(), opts.api_token, invoke_by_header)), limits)

@@ -13,13 +13,14 @@ each connection keeps a read deadline, and the ticker closes the ones past it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from typing import Awaitable, Callable, Union
 
 from .._impl import load
 from .http import Request, Response, status_line
 
-__all__ = ["Handler", "HttpProtocol", "HttpServer", "Limits", "error_bytes"]
+__all__ = ["BodyBudget", "Handler", "HttpProtocol", "HttpServer", "Limits", "error_bytes"]
 
 # The per-connection protocol is a twin: pillion._ext.httpproto when built, else its
 # pure specification pillion._pure.httpproto (see ext/README.md).
@@ -33,7 +34,8 @@ Handler = Callable[[Request], Union[Response, Awaitable[Response]]]
 class Limits:
     """Size and time limits of one server; every one is a knob with a safe default."""
 
-    __slots__ = ("max_body", "max_header", "header_timeout", "body_timeout", "keepalive_timeout", "max_pipeline")
+    __slots__ = ("max_body", "max_header", "header_timeout", "body_timeout", "keepalive_timeout", "max_pipeline",
+                 "body_budget")
 
     def __init__(
         self,
@@ -43,13 +45,57 @@ class Limits:
         body_timeout: float = 60.0,
         keepalive_timeout: float = 60.0,
         max_pipeline: int = 16,
+        body_budget: int = 0,
     ):
+        self.body_budget = body_budget  # request body bytes in flight across connections; 0: no limit
         self.max_body = max_body
         self.max_header = max_header
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.keepalive_timeout = keepalive_timeout
         self.max_pipeline = max_pipeline
+
+
+class BodyBudget:
+    """Request body bytes held at once by all of a server's connections, at most ``limit``.
+
+    A request declares its body with Content-Length; a connection whose request would
+    take the total past the limit stops reading (the bytes wait in the kernel, not in
+    our memory) until bodies of answered requests leave room, first come first served.
+    When nothing is held, any one request is admitted, so a body up to ``max_body`` always
+    gets through. Each body held costs several times its size while it is parsed and
+    stored, which is what kills a small board when many large ones arrive together.
+    """
+
+    __slots__ = ("limit", "held", "waiting")
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+        self.waiting: collections.deque = collections.deque()
+
+    def admit(self, conn, length: int) -> bool:
+        if self.held and (self.waiting or self.held + length > self.limit):
+            self.waiting.append((conn, length))
+            return False
+        self.held += length
+        return True
+
+    def release(self, length: int) -> None:
+        self.held -= length
+        while self.waiting:
+            conn, length = self.waiting[0]
+            if self.held and self.held + length > self.limit:
+                return
+            self.waiting.popleft()
+            self.held += length
+            conn.budget_granted(length)
+
+    def leave(self, conn, held: int) -> None:
+        """A connection closed: its bytes are free and it waits for nothing."""
+        if any(waiting is conn for waiting, _ in self.waiting):
+            self.waiting = collections.deque((c, n) for c, n in self.waiting if c is not conn)
+        self.release(held)
 
 
 class HttpServer:
@@ -60,6 +106,7 @@ class HttpServer:
         self.limits = limits or Limits()
         # The protocol class: the loaded twin unless a test picks one.
         self.protocol = protocol if protocol is not None else HttpProtocol
+        self.budget = BodyBudget(self.limits.body_budget) if self.limits.body_budget else None
         self.connections: set[HttpProtocol] = set()
         self.servers: list[asyncio.AbstractServer] = []
         self.now = time.monotonic()
