@@ -82,7 +82,7 @@ class Actor(BaseHTTPRequestHandler):
                  "reentrancy": self.headers.get("Dapr-Reentrancy-Id"), "body": body.decode(errors="replace")}
         headers = {}
         result = b""
-        status = 200
+        answer = 200
         if method == "sleep":
             time.sleep((json.loads(body or b"0") or 0) / 1000)
         elif method == "add":
@@ -108,11 +108,11 @@ class Actor(BaseHTTPRequestHandler):
         elif method == "flaky":
             with _lock:
                 calls = _flaky_calls[actor_id] = _flaky_calls.get(actor_id, 0) + 1
-            status = 500 if calls <= json.loads(body or b"0") else 200
+            answer = 500 if calls <= json.loads(body or b"0") else 200
         entry["end"] = time.time()
-        entry["status"] = status
+        entry["status"] = answer
         _record(entry)
-        self._reply(status, result, headers)
+        self._reply(answer, result, headers)
 
 
 def main() -> None:
