@@ -41,7 +41,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(check, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+def wait_for(check, timeout: float = 20.0, interval: float = 0.02, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:
         result = check()
