@@ -199,3 +199,17 @@ def test_any_keys_are_stored_or_refused_with_a_store_error(tmp_path, items, aske
             await s.close()
 
     run(go())
+
+
+def test_the_apis_json_answer_is_the_items(tmp_path):
+    import orjson
+
+    async def go():
+        s = store(tmp_path)
+        await s.set({"a": ("1", {"unit": "rpm"}), 'q"é': ("2", {})})
+        assert s.get_json_now(["missing"]) == b""
+        for keys in ([], ["a"], ['q"é', "missing"]):
+            assert orjson.loads(s.get_json_now(keys)) == {k: v.to_json() for k, v in (await s.get(keys)).items()}
+        await s.close()
+
+    run(go())

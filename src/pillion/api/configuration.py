@@ -38,7 +38,8 @@ def get_configuration(sidecar, request):
     if store.reads_without_waiting:
         # The hot path, as a state get: answered in this call, no coroutine, no task.
         try:
-            return _items_response(store.get_now(keys))
+            body = store.get_json_now(keys)
+            return Response(200, body, [(b"Content-Type", b"application/json")]) if body else Response(204)
         except WouldBlock:
             pass
         except StoreError as exc:

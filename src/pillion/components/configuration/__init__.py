@@ -43,6 +43,10 @@ class ConfigurationStore(abc.ABC):
         """``get`` without waiting, for stores that set ``reads_without_waiting``."""
         raise NotImplementedError
 
+    def get_json_now(self, keys: Iterable[str]) -> bytes:
+        """``get_now`` as the API's JSON answer (empty when nothing is found)."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     async def get(self, keys: Iterable[str]) -> dict[str, ConfigurationItem]:
         """The items that exist among ``keys``; every item when ``keys`` is empty."""
