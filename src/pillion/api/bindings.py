@@ -20,7 +20,7 @@ async def invoke_binding(sidecar, request):
     if not isinstance(metadata, dict):
         raise DaprError("ERR_MALFORMED_REQUEST", "metadata must be an object of strings")
     metadata = {str(k): str(v) for k, v in metadata.items()}
-    for header in (b"traceparent", b"tracestate"):
+    for header in (b"traceparent", b"tracestate", b"baggage"):
         value = request.header(header)
         if value:
             metadata.setdefault(header.decode(), value.decode("latin-1"))

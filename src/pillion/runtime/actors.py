@@ -36,7 +36,7 @@ DEFAULT_DRAIN_TIMEOUT = 60.0
 SCAN_INTERVAL = 10.0  # seconds between idle scans
 CALL_TIMEOUT = 300.0
 REMINDER_RETRY = 5.0  # seconds before a reminder whose callback failed fires again
-_FORWARDED = {b"content-type", b"traceparent", b"tracestate", b"dapr-reentrancy-id"}
+_FORWARDED = {b"content-type", b"traceparent", b"tracestate", b"baggage", b"dapr-reentrancy-id"}
 
 
 @dataclass

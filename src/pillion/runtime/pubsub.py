@@ -342,6 +342,9 @@ class Subscriptions:
         traceparent = event.get("traceparent")
         if isinstance(traceparent, str) and traceparent:
             headers.append((b"traceparent", traceparent.encode()))
+            tracestate = event.get("tracestate")
+            if isinstance(tracestate, str) and tracestate:
+                headers.append((b"tracestate", tracestate.encode()))
         headers.extend((k.encode(), v.encode()) for k, v in message.metadata.items() if header_safe(k, v))
         try:
             response = await self.sidecar.app.call("POST", _target(path), headers, body,

@@ -120,6 +120,7 @@ class Sidecar:
         self.registry: HostRegistry | None = None
         self.entry: SidecarEntry | None = None
         self.pool: HttpClientPool | None = None
+        self.tracer = None  # runtime.tracing.Tracer when spec.tracing samples (see _tracer)
         self.broker: BrokerServer | None = None
         self.shared_broker_url: str | None = None  # another Pillion's broker, when it holds our MQTT port
         self.pubsubs: dict[str, PubSubBinding] = {}
@@ -172,12 +173,15 @@ class Sidecar:
             await binding.component.start()
 
         self.pool = HttpClientPool(read_timeout=300.0)
+        self.tracer = self._tracer()
         if opts.app_port:
             self.app = AppChannel(
                 self.pool, opts.app_channel_address, opts.app_port,
                 api_token=opts.app_api_token, max_concurrency=opts.app_max_concurrency, health=opts.health,
                 on_ready=self._update_ready, pipeline=self._pipeline("appHttpPipeline"),
             )
+            if self.tracer is not None:  # client spans around every call into the app
+                self.app.call = self.tracer.app_call(self.app.call, opts.app_channel_address, opts.app_port)
         self.registry = HostRegistry(os.path.expanduser(opts.data_dir))
         acl = AccessControl.from_spec(self.configuration.access_control if self.configuration else None)
         resolvers = [HostRegistryResolver(self.registry)]
@@ -187,6 +191,8 @@ class Sidecar:
         endpoints = {e.name: e.base_url for e in self.resources.http_endpoints}
         self.invoker = Invoker(self.app_id, self.app, self.pool, ChainResolver(*resolvers), acl, endpoints,
                                self.resiliency)
+        if self.tracer is not None:
+            self.invoker.serve_internal = self.tracer.internal(self.invoker.serve_internal)
 
         limits = Limits(
             max_body=opts.max_body, max_header=opts.max_header, header_timeout=opts.header_timeout,
@@ -194,6 +200,8 @@ class Sidecar:
         )
         api = HttpServer(chain(self._api_middleware() + self._pipeline("httpPipeline"),
                                Dispatcher(self, all_endpoints(), opts.api_token, invoke_by_header)), limits)
+        if self.tracer is not None:  # server spans around the pipeline: they see what middleware answers
+            api.handler = self.tracer.api(api.handler)
         self.lifecycle.status(f"opening the HTTP API on port {opts.http_port}")
         for address in opts.listen_addresses:
             await api.listen(address, opts.http_port)
@@ -267,6 +275,18 @@ class Sidecar:
                                                              opts.app_id,
                                                              self.resiliency.component(component.name, "pubsub",
                                                                                        "inbound"))
+
+    def _tracer(self):
+        """The tracer of ``spec.tracing``, started; None (and nothing imported) when tracing is off."""
+        spec = self.configuration.spec.get("tracing") if self.configuration is not None else None
+        if not spec:
+            return None
+        from .tracing import from_spec
+
+        tracer = from_spec(spec, self.app_id)
+        if tracer is not None:
+            tracer.start()
+        return tracer
 
     def _api_middleware(self) -> list:
         """Pillion's own steps in front of the Configuration's httpPipeline."""
@@ -369,6 +389,8 @@ class Sidecar:
                     await result
         if self.broker is not None:  # after the pub/subs on it: their last acknowledgements are written
             await self.broker.close()
+        if self.tracer is not None:  # the spans of the last requests
+            await self.tracer.close()
         if self.pool is not None:
             await self.pool.close()
         if self.registry is not None:
