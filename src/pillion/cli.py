@@ -22,7 +22,7 @@ from ._version import __version__
 log = logging.getLogger("pillion.cli")
 
 _BOOL_FLAGS = (
-    "--enable-app-health-check", "--log-as-json", "--enable-metrics", "--enable-mtls", "--enable-profiling",
+    "--enable-app-health-check", "--log-as-json", "--enable-mtls", "--enable-profiling",
     "--app-ssl", "--disable-builtin-k8s-secret-store", "--wait",
 )
 # daprd flags Pillion accepts and has no use for (control plane, profiling, gRPC front);
@@ -30,7 +30,7 @@ _BOOL_FLAGS = (
 _IGNORED_VALUE_FLAGS = (
     "--placement-host-address", "--scheduler-host-address", "--actors-service", "--reminders-service",
     "--sentry-address", "--control-plane-address", "--control-plane-trust-domain",
-    "--control-plane-namespace", "--metrics-port", "--metrics-listen-address", "--profile-port",
+    "--control-plane-namespace", "--profile-port",
     "--allowed-origins", "--dapr-block-shutdown-duration", "--app-binding-options-timeout",
     "--scheduler-job-streams", "--log-file",
 )
@@ -109,6 +109,11 @@ def _add_sidecar_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--enable-api-logging", nargs="?", const="true", default=None, choices=["true", "false"],
                    help="one log line per API call (default: spec.logging.apiLogging of the Configuration)")
     p.add_argument("--mode", default="standalone", choices=["standalone"])
+    p.add_argument("--enable-metrics", nargs="?", const="true", default="true", type=str.lower,
+                   choices=["true", "false"], help="Prometheus metrics on --metrics-port (default true, as daprd)")
+    p.add_argument("--metrics-port", type=int, default=9090, help="metrics listener port; taken: run without it")
+    p.add_argument("--metrics-listen-address", default="127.0.0.1",
+                   help="metrics listener address (0.0.0.0 for a Prometheus on another host)")
     for flag in _BOOL_FLAGS:
         if flag not in ("--enable-app-health-check", "--log-as-json"):
             p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
@@ -259,6 +264,8 @@ def _options(args, command: list[str]):
         app_api_token=os.environ.get("APP_API_TOKEN") or None,
         namespace=os.environ.get("NAMESPACE") or None,
         command=command,
+        metrics_port=args.metrics_port if args.enable_metrics == "true" else None,
+        metrics_listen_address=args.metrics_listen_address or "127.0.0.1",
     )
 
 

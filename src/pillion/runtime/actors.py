@@ -175,6 +175,8 @@ class Actors:
     # -- calls ---------------------------------------------------------------------------
 
     def _touch(self, actor_type: str, actor_id: str) -> None:
+        if (actor_type, actor_id) not in self.active and getattr(self.sidecar, "metrics", None) is not None:
+            self.sidecar.metrics.actor_activated.inc((actor_type,))
         self.active[(actor_type, actor_id)] = asyncio.get_running_loop().time()
 
     async def call(self, actor_type: str, actor_id: str, suffix: str, body: bytes,
@@ -319,6 +321,8 @@ class Actors:
     async def deactivate(self, actor_type: str, actor_id: str) -> None:
         """``DELETE /actors/{type}/{id}`` on the app; the actor's timers end."""
         self.active.pop((actor_type, actor_id), None)
+        if getattr(self.sidecar, "metrics", None) is not None:
+            self.sidecar.metrics.actor_deactivated.inc((actor_type,))
         for key in [k for k in self._timers if k[:2] == (actor_type, actor_id)]:
             self.delete_timer(*key)
         try:

@@ -66,8 +66,10 @@ class Bindings:
                 continue
             try:
                 await binding.component.start(self._deliverer(binding))
-            except Exception:  # one binding failing to start must not stop the others
+            except Exception as exc:  # one binding failing to start must not stop the others
                 log.exception("input binding %s failed to start", binding.name)
+                if getattr(self.sidecar, "metrics", None) is not None:
+                    self.sidecar.metrics.component_init_fail.inc((binding.name, type(exc).__name__))
                 continue
             log.info("input binding %s delivers to %s", binding.name, binding.route)
 
@@ -97,7 +99,8 @@ class Bindings:
                 return False
             return True
 
-        return deliver
+        metrics = getattr(self.sidecar, "metrics", None)
+        return deliver if metrics is None else metrics.input_binding(deliver, binding.name)
 
     async def stop(self) -> None:
         if self._task is not None and not self._task.done():

@@ -303,7 +303,8 @@ class Subscriptions:
             finally:
                 self._end()
 
-        return handle
+        metrics = getattr(self.sidecar, "metrics", None)
+        return handle if metrics is None else metrics.pubsub_ingress(handle, binding.name, subscription.topic)
 
     def _begin(self) -> None:
         self.in_flight += 1

@@ -75,6 +75,8 @@ class SidecarOptions:
     app_api_token: str | None = None
     namespace: str | None = None
     command: list[str] = field(default_factory=list)
+    metrics_port: int | None = None  # Prometheus listener; None: no metrics (the CLI gives daprd's 9090)
+    metrics_listen_address: str = "127.0.0.1"
     api_logging: bool | None = None  # --enable-api-logging; None: the Configuration decides
 
 
@@ -127,6 +129,8 @@ class Sidecar:
         self.subscriptions = Subscriptions(self)
         self.actors = Actors(self)
         self.bindings = Bindings(self)
+        self.metrics = None  # runtime.metrics.SidecarMetrics while the metrics listener runs
+        self._metrics_server: HttpServer | None = None
         self._stop = asyncio.Event()
         self.stop_reason = ""
         # pillion.systemd.notify.SystemdLifecycle replaces it when systemd started us (NOTIFY_SOCKET).
@@ -167,6 +171,7 @@ class Sidecar:
         self.lifecycle.status("starting the MQTT broker")
         self.resiliency = Resiliencies(self.resources.resiliencies, self.app_id)
         await self._start_broker()
+        await self._start_metrics()
         self.lifecycle.status("loading components")
         self._create_components()
         for binding in self.pubsubs.values():
@@ -180,8 +185,10 @@ class Sidecar:
                 api_token=opts.app_api_token, max_concurrency=opts.app_max_concurrency, health=opts.health,
                 on_ready=self._update_ready, pipeline=self._pipeline("appHttpPipeline"),
             )
-            if self.tracer is not None:  # client spans around every call into the app
+            if self.tracer is not None:  # client spans around every call into the app (inside the metrics)
                 self.app.call = self.tracer.app_call(self.app.call, opts.app_channel_address, opts.app_port)
+            if self.metrics is not None:
+                self.app.call = self.metrics.app_call(self.app.call)
         self.registry = HostRegistry(os.path.expanduser(opts.data_dir))
         acl = AccessControl.from_spec(self.configuration.access_control if self.configuration else None)
         resolvers = [HostRegistryResolver(self.registry)]
@@ -202,12 +209,17 @@ class Sidecar:
                                Dispatcher(self, all_endpoints(), opts.api_token, invoke_by_header)), limits)
         if self.tracer is not None:  # server spans around the pipeline: they see what middleware answers
             api.handler = self.tracer.api(api.handler)
+        if self.metrics is not None:  # outermost: middleware answers are counted too
+            api.handler = self.metrics.api_handler(api.handler)
         self.lifecycle.status(f"opening the HTTP API on port {opts.http_port}")
         for address in opts.listen_addresses:
             await api.listen(address, opts.http_port)
-        internal = HttpServer(self.invoker.serve_internal, limits)
+        internal = HttpServer(self.invoker.serve_internal if self.metrics is None
+                              else self.metrics.serve_internal(self.invoker.serve_internal), limits)
         await internal.listen(opts.internal_listen_address, opts.internal_port)
         self.servers = [api, internal]
+        if self._metrics_server is not None:
+            self.servers.append(self._metrics_server)
         if opts.public_port:
             public = HttpServer(Dispatcher(self, _public_endpoints(), None), limits)
             await public.listen(opts.listen_addresses[0], opts.public_port)
@@ -253,6 +265,10 @@ class Sidecar:
         for component in others:
             instance = self.components[component.name] = component_registry.create(component, context)
             instance = self._resilient(component, instance)
+            if self.metrics is not None:
+                self.metrics.component_loaded.inc()
+                self.metrics.component_init.inc((component.name,))
+                instance = self.metrics.component(component.name, component.type, instance)
             if component.type.startswith("state."):
                 # Dapr reads keyPrefix for the store, case-insensitively; the store never sees it.
                 metadata = {k.lower(): v for k, v in component.metadata_dict().items()}
@@ -295,6 +311,29 @@ class Sidecar:
         api_log = from_settings(self.app_id, self.options.api_logging,
                                 self.configuration.spec if self.configuration is not None else None)
         return [api_log] if api_log is not None else []
+
+    async def _start_metrics(self) -> None:
+        """The Prometheus listener (daprd's ``--metrics-port``); off when the port is taken, as for MQTT."""
+        opts = self.options
+        spec = self.configuration.spec.get("metrics") if self.configuration is not None else None
+        if opts.metrics_port is None or (isinstance(spec, dict) and spec.get("enabled") is False):
+            return
+        from .metrics import SidecarMetrics, serve
+
+        metrics = SidecarMetrics(self.app_id, opts.namespace)
+        try:
+            self._metrics_server = await serve(metrics, opts.metrics_listen_address, opts.metrics_port)
+        except OSError as exc:
+            log.warning("metrics: cannot listen on %s:%d (%s); running without metrics",
+                        opts.metrics_listen_address, opts.metrics_port, exc.strerror or exc)
+            return
+        metrics.pillion_collector(self)
+        for resiliency in self.resources.resiliencies:
+            metrics.resiliency_loaded.inc((resiliency.name, opts.namespace or ""))
+        self.metrics = metrics
+        self.extended["metricsPort"] = str(self._metrics_server.ports()[0])
+        log.info("metrics: Prometheus text on http://%s:%s/metrics", opts.metrics_listen_address,
+                 self.extended["metricsPort"])
 
     def _pipeline_spec(self, which: str) -> list[dict[str, str]]:
         return self.configuration.pipeline(which) if self.configuration is not None else []
