@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run an app beside a sidecar, as `dapr run` does")
     _add_sidecar_flags(run)
+    run.add_argument("-f", "--run-file", default=None,
+                     help="a Multi-App Run template (or a folder with dapr.yaml): every app with its sidecar")
     run.add_argument("app", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
 
     side = sub.add_parser("sidecar", help="run the sidecar alone (systemd, containers)")
@@ -170,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_config_parser(sub)
 
+    from .shell import add_parsers as add_shell_parsers
+
+    add_shell_parsers(sub)  # publish, invoke, state, components, logs
+
     doctor = sub.add_parser("doctor", help="check this machine for running the sidecar (OK / WARN / FAIL)")
     doctor.add_argument("--data-dir", default=None, help="the sidecar's data directory (default: /var/lib/pillion "
                         "when pillion.service is installed, else as `pillion sidecar`)")
@@ -195,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_normalize_argv(sys.argv[1:] if argv is None else argv))
     return {"run": cmd_run, "sidecar": cmd_sidecar, "init": cmd_init, "list": cmd_list, "stop": cmd_stop,
             "broker": cmd_broker, "passwd": cmd_passwd, "config": cmd_config, "doctor": cmd_doctor,
-            "healthcheck": cmd_healthcheck}[args.command](args)
+            "healthcheck": cmd_healthcheck, "publish": cmd_shell, "invoke": cmd_shell, "state": cmd_shell,
+            "components": cmd_shell, "logs": cmd_shell}[args.command](args)
 
 
 # -- logging -------------------------------------------------------------------------
@@ -298,6 +305,10 @@ def cmd_sidecar(args) -> int:
 
 
 def cmd_run(args) -> int:
+    if args.run_file:
+        from .shell import run_file
+
+        return run_file(args)
     return _serve(args, args.app[1:] if args.app[:1] == ["--"] else args.app)
 
 
@@ -554,6 +565,12 @@ def _running(pid: int) -> bool:
             return f.read().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return True
+
+
+def cmd_shell(args) -> int:
+    from .shell import run
+
+    return run(args)
 
 
 def cmd_healthcheck(args) -> int:
