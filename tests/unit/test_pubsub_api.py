@@ -392,3 +392,13 @@ def test_bulk_errors_like_single_publish():
 def test_bulk_empty_array():
     response, component = _bulk([])
     assert response.status == 204 and component.published == []
+
+
+def test_bulk_entry_fields_match_case_insensitively_like_go():
+    # The Dapr JS SDK sends "entryID"; daprd's Go JSON decoding folds key case, a later key winning.
+    entries = [{"entryID": "a", "Event": {"n": 1}, "CONTENTTYPE": "application/json"},
+               {"entryid": "x", "entryId": "b", "event": "t", "contentType": "text/plain", "Metadata": {"k": "v"}}]
+    response, component = _bulk(entries)
+    assert response.status == 204
+    [(_, d1, _), (_, d2, m2)] = component.published
+    assert orjson.loads(d1)["data"] == {"n": 1} and orjson.loads(d2)["data"] == "t" and m2 == {"k": "v"}

@@ -117,6 +117,22 @@ async def publish(sidecar, request):
 # -- bulk publish (alpha) -----------------------------------------------------------------
 
 
+_ENTRY_FIELDS = {"entryid": "entryId", "event": "event", "contenttype": "contentType", "metadata": "metadata"}
+
+
+def _entry_fields(entry: dict) -> dict:
+    """An entry's fields matched as daprd's Go JSON decoding matches them: case-insensitively.
+
+    The Dapr JS SDK sends ``entryID``, which daprd accepts; as in Go, a later key wins.
+    """
+    fields = {}
+    for key, value in entry.items():
+        name = _ENTRY_FIELDS.get(key.lower())
+        if name is not None:
+            fields[name] = value
+    return fields
+
+
 def _entry_body(entry: dict, index: int) -> tuple[bytes, str]:
     """An entry's event as bytes, by its content type, as Dapr checks them."""
     content_type = entry.get("contentType") or ""
@@ -149,6 +165,7 @@ async def bulk_publish(sidecar, request):
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise DaprError("ERR_PUBSUB_EVENTS_SER", f"entry {index} is not an object")
+        entry = _entry_fields(entry)
         entry_id = entry.get("entryId")
         if not isinstance(entry_id, str) or not entry_id:
             raise DaprError("ERR_PUBSUB_EVENTS_SER", f"entry {index}: entryId is missing")
