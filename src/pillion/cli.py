@@ -369,9 +369,17 @@ async def _run_with_app(sidecar, command: list[str]) -> int:
     sidecar.extended.update(appCommand=" ".join(command), appPID=str(child.pid), cliPID=str(os.getpid()))
     log.info("started the app (pid %d): %s", child.pid, " ".join(command))
 
+    # A signal stops the sidecar's work first (deliveries, input events, actors, which call
+    # into the app), then reaches the app, which still answers until then; see below.
+    received = [signal.SIGTERM]
+
+    def on_signal(sig: int) -> None:
+        received[0] = sig
+        sidecar.request_shutdown(f"received {signal.Signals(sig).name}")
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, _forward, child, sig)
+        loop.add_signal_handler(sig, on_signal, sig)
 
     async def pump():
         out = sys.stdout.buffer
@@ -387,7 +395,8 @@ async def _run_with_app(sidecar, command: list[str]) -> int:
     stopping = asyncio.ensure_future(sidecar.wait_stopped())
     await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not exited.done():
-        _forward(child, signal.SIGTERM)
+        await sidecar.drain()
+        _forward(child, received[0])
         try:
             await asyncio.wait_for(asyncio.shield(exited), opts.graceful_shutdown)
         except asyncio.TimeoutError:

@@ -231,3 +231,21 @@ def test_init_with_a_resources_path_creates_the_home_it_writes_to(tmp_path):
     out = _pillion(tmp_path, "init", "--resources-path", str(resources))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "home" / "config.yaml").is_file() and (resources / "statestore.yaml").is_file()
+
+
+def test_run_deactivates_actors_before_it_stops_the_app(tmp_path):
+    """On SIGTERM the sidecar drains first: the app, still running, gets its actors' DELETEs."""
+    app_port, http_port = free_port(), free_port()
+    record = tmp_path / "calls.jsonl"
+    env = dict(_env(tmp_path), ACTOR_RECORD=str(record), ACTOR_CONFIG=json.dumps({"entities": ["Counter"]}))
+    assert _pillion(tmp_path, "init").returncode == 0  # a state store for actors
+    proc = Process(pillion_command("run", "--app-id", "actors", "--app-port", str(app_port), "--dapr-http-port",
+                                   str(http_port), "--", sys.executable, "-m", "pillion._testing.actor_app",
+                                   str(app_port)), tmp_path / "run.log", env=dict(env, DAPR_HTTP_PORT=str(http_port)))
+    wait_for(lambda: http_status(http_port, "/v1.0/healthz") == 204, what="healthz")
+    assert json_request(http_port, "PUT", "/v1.0/actors/Counter/c1/method/sleep", "0")[0] == 200
+    proc.proc.send_signal(signal.SIGTERM)
+    proc.proc.wait(15)
+    kinds = [json.loads(line)["kind"] for line in record.read_text().splitlines()]
+    assert kinds == ["call", "deactivate"], proc.output()
+    assert "deactivating" not in proc.output()  # no failed deactivation warning

@@ -133,6 +133,7 @@ class Sidecar:
         self._metrics_server: HttpServer | None = None
         self._stop = asyncio.Event()
         self.stop_reason = ""
+        self._drained = False
         # pillion.systemd.notify.SystemdLifecycle replaces it when systemd started us (NOTIFY_SOCKET).
         self.lifecycle = Lifecycle()
 
@@ -409,8 +410,16 @@ class Sidecar:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_shutdown, f"received {signal.Signals(sig).name}")
 
-    async def stop(self) -> None:
-        """Graceful drain: stop listening, finish in-flight requests, close components."""
+    async def drain(self) -> None:
+        """Stop taking work and finish what is in flight, while the app still runs.
+
+        No new deliveries, input events or requests; the calls in flight end; then every
+        active actor is deactivated (the app gets its DELETEs). ``pillion run`` stops the
+        app only after this. Runs once; ``stop`` calls it too.
+        """
+        if self._drained:
+            return
+        self._drained = True
         self.lifecycle.stopping(self.stop_reason or "shutting down")
         if self.registry is not None and self.entry is not None:
             self.registry.unregister(self.entry)
@@ -418,6 +427,10 @@ class Sidecar:
         await self.bindings.stop()
         await asyncio.gather(*(s.shutdown(self.options.graceful_shutdown) for s in self.servers))
         await self.actors.stop()  # after the calls in flight: then every active actor is deactivated
+
+    async def stop(self) -> None:
+        """Graceful drain: stop listening, finish in-flight requests, close components."""
+        await self.drain()
         if self.app is not None:
             await self.app.close()
         for component in self.components.values():
