@@ -390,6 +390,9 @@ async def _run_with_app(sidecar, command: list[str]) -> int:
             out.write(b"== APP == " + line if line.endswith(b"\n") else b"== APP == " + line + b"\n")
             out.flush()
 
+    waiting = None
+    if sidecar.app is not None and sys.stderr.isatty():  # on a terminal: a spinner until the app answers
+        waiting = asyncio.ensure_future(_show_wait_for_app(sidecar))
     pumping = asyncio.ensure_future(pump())
     exited = asyncio.ensure_future(child.wait())
     stopping = asyncio.ensure_future(sidecar.wait_stopped())
@@ -402,11 +405,20 @@ async def _run_with_app(sidecar, command: list[str]) -> int:
         except asyncio.TimeoutError:
             child.kill()
     returncode = await exited
+    if waiting is not None:
+        waiting.cancel()
     await pumping
     stopping.cancel()
     log.info("the app exited with code %d", returncode)
     await sidecar.stop()
     return returncode if returncode >= 0 else 128 - returncode
+
+
+async def _show_wait_for_app(sidecar) -> None:
+    from .shell import Progress
+
+    with Progress().step(f"waiting for the app on port {sidecar.options.app_port}"):
+        await sidecar.app.ready.wait()
 
 
 def _forward(child, sig: int) -> None:
