@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from time import perf_counter
 
 from ..api.dispatch import target_from_headers
+from ..components.state import WouldBlock
 from ..errors import DaprError
 from ..server.http import Response
 
@@ -758,9 +759,10 @@ def _timed_read(read, histogram: Histogram, name: str, namespace: str):
         start = perf_counter()
         try:
             item = read(key)
-        except Exception as exc:
-            if type(exc).__name__ != "WouldBlock":  # not a failure: the read goes on in get()
-                histogram.observe(failed, (perf_counter() - start) * 1000.0)
+        except WouldBlock:  # not a failure: the read goes on in get()
+            raise
+        except Exception:
+            histogram.observe(failed, (perf_counter() - start) * 1000.0)
             raise
         ms = (perf_counter() - start) * 1000.0
         ok[0 if ms <= 1.0 else bisect_left(bounds, ms)] += 1

@@ -37,14 +37,10 @@ class ConfigurationStore(abc.ABC):
     """One configured configuration store component; failures raise StoreError."""
 
     name: str
-    reads_without_waiting = False  # True: get_now answers in the calling thread
-
-    def get_now(self, keys: Iterable[str]) -> dict[str, ConfigurationItem]:
-        """``get`` without waiting, for stores that set ``reads_without_waiting``."""
-        raise NotImplementedError
+    reads_without_waiting = False  # True: get_json_now answers in the calling thread
 
     def get_json_now(self, keys: Iterable[str]) -> bytes:
-        """``get_now`` as the API's JSON answer (empty when nothing is found)."""
+        """``get`` as the API's JSON answer (empty when nothing is found), without waiting."""
         raise NotImplementedError
 
     @abc.abstractmethod

@@ -149,66 +149,42 @@ class LmdbConfigurationStore(ConfigurationStore):
             raise StoreError(f"configuration read failed: {exc}") from exc
 
     async def _read(self, fn):
-        """``fn(txn)`` in one read snapshot on this thread (a mapped page costs less than a hop)."""
-        if self._closed:
-            raise StoreError(f"configuration store {self.name!r} is closed")
-        env = self._env
+        """``_read_now``, adopting a map size another process set when it has to."""
         while True:
             try:
-                with env.read_lock, env.env.begin(db=env.db) as txn:
-                    return fn(txn)
-            except lmdb.MapResizedError:
-                await env.adopt()
-            except lmdb.Error as exc:
-                raise StoreError(f"configuration read failed: {exc}") from exc
+                return self._read_now(fn)
+            except WouldBlock:
+                await self._env.adopt()
+
+    def _records(self, keys: Iterable[str]):
+        """A reader of ``(key, record)`` for the found ``keys`` (every item when there are none)."""
+        wanted = [self._key(k) for k in keys]
+
+        def read(txn: lmdb.Transaction) -> list[tuple[bytes, bytes]]:
+            if wanted:
+                return [(k, raw) for k in wanted if (raw := txn.get(ITEM + k)) is not None]
+            found = []
+            cursor = txn.cursor()
+            positioned = cursor.set_range(ITEM)
+            while positioned and cursor.key().startswith(ITEM):
+                found.append((cursor.key()[len(ITEM):], cursor.value()))
+                positioned = cursor.next()
+            return found
+
+        return read
 
     async def get(self, keys: Iterable[str]) -> dict[str, ConfigurationItem]:
-        return await self._read(self._items_reader(keys))
-
-    def get_now(self, keys: Iterable[str]) -> dict[str, ConfigurationItem]:
-        """``get`` answered in this call; WouldBlock when it has to wait (then use ``get``)."""
-        return self._read_now(self._items_reader(keys))
+        return {k.decode(): _decode(raw) for k, raw in await self._read(self._records(keys))}
 
     def get_json_now(self, keys: Iterable[str]) -> bytes:
         """The API's answer, ``{key: {version, value, metadata}}`` as JSON, straight from the records.
 
         The stored value already is ``{"value", "metadata"}`` as JSON, so the version is
         spliced in front of it instead of decoding and encoding each item. Empty when
-        nothing is found; WouldBlock as ``get_now``.
+        nothing is found; WouldBlock when another process resized the map (then ``get``).
         """
-        wanted = [self._key(k) for k in keys]
-
-        def read(txn: lmdb.Transaction) -> bytes:
-            if wanted:
-                found = [(k, txn.get(ITEM + k)) for k in wanted]
-            else:
-                found = []
-                cursor = txn.cursor()
-                positioned = cursor.set_range(ITEM)
-                while positioned and cursor.key().startswith(ITEM):
-                    found.append((cursor.key()[len(ITEM):], cursor.value()))
-                    positioned = cursor.next()
-            parts = [_item_json(k, raw) for k, raw in found if raw is not None]
-            return b"{" + b",".join(parts) + b"}" if parts else b""
-
-        return self._read_now(read)
-
-    def _items_reader(self, keys: Iterable[str]):
-        wanted = [self._key(k) for k in keys]
-
-        def read(txn: lmdb.Transaction) -> dict[str, ConfigurationItem]:
-            if wanted:
-                found = ((k, txn.get(ITEM + k)) for k in wanted)
-                return {k.decode(): _decode(raw) for k, raw in found if raw is not None}
-            out = {}
-            cursor = txn.cursor()
-            positioned = cursor.set_range(ITEM)
-            while positioned and cursor.key().startswith(ITEM):
-                out[cursor.key()[len(ITEM):].decode()] = _decode(cursor.value())
-                positioned = cursor.next()
-            return out
-
-        return read
+        parts = [_item_json(k, raw) for k, raw in self._read_now(self._records(keys))]
+        return b"{" + b",".join(parts) + b"}" if parts else b""
 
     def _changes(self, txn: lmdb.Transaction, since: int) -> tuple[int, dict[str, tuple[int, ConfigurationItem]]]:
         """The counter and ``{key: (version of its last change, item now)}`` for changes after ``since``."""
