@@ -125,19 +125,12 @@ class Invoker:
             if "." in namespace:
                 raise self._fail(target, "invalid app id: more than one dot")
 
-        def send():
-            if target == self.app_id:
-                return self.call_app(target, verb, path, headers, body)
-            if base is not None:
-                return self._call_url(target, base, verb, path, headers, body)
-            return self._call_sidecar(app_id, verb, path, headers, body)
-
         policy = self.resiliency.app(app_id)
         if policy is None:
-            return await send()
+            return await self._send(target, app_id, base, verb, path, headers, body, True)
 
         async def attempt() -> Response:
-            response = await send()
+            response = await self._send(target, app_id, base, verb, path, headers, body, False)
             if not 200 <= response.status < 400:
                 raise Failure(response.status, response)
             return response
@@ -161,12 +154,20 @@ class Invoker:
         except ClientError as exc:
             raise self._fail(target, str(exc)) from None
 
-    async def _call_sidecar(self, target, verb, path, headers, body) -> Response:
+    def _send(self, target, app_id, base, verb, path, headers, body, builtin_retries: bool):
+        """One attempt: to our app, to an HTTP endpoint, or to the sidecar of ``app_id``."""
+        if target == self.app_id:
+            return self.call_app(target, verb, path, headers, body)
+        if base is not None:
+            return self._call_url(target, base, verb, path, headers, body)
+        return self._call_sidecar(app_id, verb, path, headers, body, builtin_retries)
+
+    async def _call_sidecar(self, target, verb, path, headers, body, builtin_retries: bool) -> Response:
+        """``builtin_retries``: no policy targets the app, so daprd's built-in retries apply to refused connections."""
         addresses = self.resolver.resolve(target)
         if not addresses:
             raise self._fail(target, f"couldn't find service: {target}")
         headers = headers + [(CALLER_HEADER, self.app_id.encode()), (CALLEE_HEADER, target.encode())]
-        builtin = None if self.resiliency.app(target) is not None else self.resiliency.service_retry()
         retry = 0
         while True:
             last: ClientError | None = None
@@ -179,7 +180,7 @@ class Invoker:
                 except ClientError as exc:
                     raise self._fail(target, str(exc)) from None
             retry += 1
-            delay = builtin.delay(retry) if builtin is not None else None
+            delay = self.resiliency.service_retry().delay(retry) if builtin_retries else None
             if delay is None:
                 raise self._fail(target, str(last))
             log.debug("invoke %s: no sidecar answered (%s); built-in retry %d in %gs", target, last, retry, delay)
