@@ -45,8 +45,11 @@ def test_api_pipeline_answers_429_beyond_the_limit(tmp_path, processes, echo_app
     allowed = statuses.count(200)
     assert set(statuses) <= {200, 429}
     assert 10 <= allowed <= 10 + int(10 * elapsed) + 1  # the burst, plus what refilled meanwhile
-    status, headers, body = request(sidecar.http_port, "GET", "/v1.0/metadata")  # the bucket is empty now
-    assert status == 429 and body == b"You have reached maximum request limit."
+    # The bucket is (nearly) empty now: of the next 15 requests most get 429; check one's answer.
+    refused = next(r for r in (request(sidecar.http_port, "GET", "/v1.0/metadata") for _ in range(15))
+                   if r[0] == 429)
+    status, headers, body = refused
+    assert body == b"You have reached maximum request limit."
     assert headers["content-type"].startswith("text/plain")
 
 
