@@ -170,6 +170,17 @@ in_ct systemctl stop pillion@orders
 [ "$(in_ct systemctl show -p Result --value pillion@orders)" = success ] || die "pillion@orders did not stop cleanly"
 done_step
 
+step "pillion logs --app-id: the journal of pillion@orders and of pillion.service"
+in_ct pillion logs --app-id orders -n 3 | sed 's/^/    orders: /'
+orders_log=$(in_ct pillion logs --app-id orders)
+grep -q 'Started pillion@orders.service' <<<"$orders_log" \
+    || die "pillion logs --app-id orders does not show the start of pillion@orders"
+main_id=$(sed -n 's/^APP_ID=//p' "$ROOTFS/etc/pillion/pillion.env" | tr -d "'\"")
+in_ct pillion logs --app-id "$main_id" -n 3 | sed "s/^/    $main_id: /"
+[ "$(in_ct pillion logs --app-id "$main_id" --print-command)" = "journalctl --no-pager -u pillion.service" ] \
+    || die "pillion logs --app-id $main_id does not read pillion.service"
+done_step
+
 step "systemctl stop pillion (graceful drain, clean exit)"
 in_ct systemctl stop pillion
 show ActiveState,Result,ExecMainStatus,ExecMainCode
