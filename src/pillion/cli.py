@@ -80,7 +80,8 @@ def _add_sidecar_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--app-channel-address", default="127.0.0.1")
     p.add_argument("--app-max-concurrency", type=int, default=-1, help="calls into the app at once; -1: no limit")
     p.add_argument("--dapr-http-port", type=int, default=3500)
-    p.add_argument("--dapr-grpc-port", type=int, default=50001, help="given to the app as DAPR_GRPC_PORT")
+    p.add_argument("--dapr-grpc-port", type=int, default=None,
+                   help="gRPC API port, given to the app as DAPR_GRPC_PORT (default 50001 with the grpc extra; 0: none)")
     p.add_argument("--dapr-internal-grpc-port", "--dapr-internal-port", dest="internal_port", type=int, default=0,
                    help="sidecar-to-sidecar listener (HTTP in Pillion); 0 picks a free port")
     p.add_argument("--dapr-internal-grpc-listen-address", "--dapr-internal-listen-address", dest="internal_address",
@@ -352,9 +353,13 @@ async def _run_with_app(sidecar, command: list[str]) -> int:
     opts = sidecar.options
     env = dict(os.environ)
     env.update(
-        APP_ID=opts.app_id, DAPR_HTTP_PORT=str(sidecar.http_port), DAPR_GRPC_PORT=str(opts.grpc_port),
+        APP_ID=opts.app_id, DAPR_HTTP_PORT=str(sidecar.http_port),
         APP_CHANNEL_ADDRESS=opts.app_channel_address, APP_PROTOCOL=opts.app_protocol,
     )
+    if sidecar.grpc_port:
+        env["DAPR_GRPC_PORT"] = str(sidecar.grpc_port)
+    else:  # no gRPC API: an SDK must not find another sidecar's port
+        env.pop("DAPR_GRPC_PORT", None)
     if opts.app_port:
         env["APP_PORT"] = str(opts.app_port)
     try:

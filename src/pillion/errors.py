@@ -2,7 +2,8 @@
 
 ``ERRORS`` is the table of Dapr error codes with their HTTP status. Handlers raise
 ``DaprError(code, message)``; the HTTP server turns it into Dapr's body
-``{"errorCode": ..., "message": ...}`` in ``render``, and nowhere else.
+``{"errorCode": ..., "message": ...}`` in ``render``, and nowhere else; the gRPC front
+takes its status from ``grpc_code``.
 """
 
 from __future__ import annotations
@@ -85,6 +86,33 @@ ERRORS: dict[str, int] = {
     "ERR_CONFIGURATION_SUBSCRIBE": 500,
     "ERR_APP_CHANNEL_NIL": 500,
 }
+
+
+# gRPC status (grpc.StatusCode names) of the codes whose gRPC status daprd does not derive
+# from the HTTP one the way ``grpc_code`` does (pkg/messages/predefined.go).
+GRPC_CODES: dict[str, str] = {
+    "ERR_STATE_STORE_NOT_CONFIGURED": "FAILED_PRECONDITION",
+    "ERR_PUBSUB_NOT_CONFIGURED": "FAILED_PRECONDITION",
+    "ERR_SECRET_STORES_NOT_CONFIGURED": "FAILED_PRECONDITION",
+    "ERR_CONFIGURATION_STORE_NOT_CONFIGURED": "FAILED_PRECONDITION",
+    "ERR_LOCK_STORE_NOT_CONFIGURED": "FAILED_PRECONDITION",
+    "ERR_APP_CHANNEL_NIL": "FAILED_PRECONDITION",
+    "ERR_PUBSUB_NOT_FOUND": "INVALID_ARGUMENT",
+    "ERR_PUBSUB_EMPTY": "INVALID_ARGUMENT",
+    "ERR_TOPIC_NAME_EMPTY": "INVALID_ARGUMENT",
+    "ERR_SECRET_STORE_NOT_FOUND": "INVALID_ARGUMENT",
+    "ERR_NOT_SUPPORTED_STATE_OPERATION": "UNIMPLEMENTED",
+    "ERR_STATE_STORE_NOT_SUPPORTED": "UNIMPLEMENTED",
+}
+
+_GRPC_BY_HTTP = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                 405: "UNIMPLEMENTED", 408: "DEADLINE_EXCEEDED", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED",
+                 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+def grpc_code(error: "DaprError") -> str:
+    """The gRPC status daprd answers with for ``error`` (an ETag mismatch, 409, is ABORTED)."""
+    return GRPC_CODES.get(error.code) or _GRPC_BY_HTTP.get(error.status, "INTERNAL")
 
 
 class DaprError(PillionError):

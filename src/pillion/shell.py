@@ -30,6 +30,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from .grpcapi import installed as grpc_installed
+
 OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
 
 
@@ -519,6 +521,8 @@ def app_commands(template: Path) -> list[tuple[str, list[str], str, dict[str, st
             raise ShellError(USAGE, f"{where}: field 'command': a list such as [\"python3\", \"app.py\"]")
         http_port = merged.get("daprHTTPPort") or free_port()
         args = [sys.executable, "-m", "pillion", "run", "--app-id", app_id, "--dapr-http-port", str(http_port)]
+        if merged.get("daprGRPCPort") in (None, "") and grpc_installed():  # several apps: not all on 50001
+            args += ["--dapr-grpc-port", str(free_port())]
         for key, flag in (("appPort", "--app-port"), ("daprGRPCPort", "--dapr-grpc-port"),
                           ("daprInternalGRPCPort", "--dapr-internal-grpc-port"), ("metricsPort", "--metrics-port"),
                           ("mqttPort", "--mqtt-port"), ("appChannelAddress", "--app-channel-address"),

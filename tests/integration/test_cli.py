@@ -54,13 +54,13 @@ def test_run_gives_the_app_its_environment_and_exit_code(tmp_path):
     app = tmp_path / "app.py"
     app.write_text(APP)
     port = free_port()
-    out = _pillion(tmp_path, "run", "--app-id", "runner", "--dapr-http-port", str(port), "--",
-                   sys.executable, str(app), "exit", "3")
+    out = _pillion(tmp_path, "run", "--app-id", "runner", "--dapr-http-port", str(port), "--dapr-grpc-port", "0",
+                   "--", sys.executable, str(app), "exit", "3")
     assert out.returncode == 3, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("== APP == ")
     env = json.loads(lines[0][len("== APP == "):])
-    assert env == {"APP_ID": "runner", "APP_PORT": None, "DAPR_HTTP_PORT": str(port), "DAPR_GRPC_PORT": "50001"}
+    assert env == {"APP_ID": "runner", "APP_PORT": None, "DAPR_HTTP_PORT": str(port), "DAPR_GRPC_PORT": None}
     assert lines[1] == "== APP == partial line without newline"
     assert "the app exited with code 3" in out.stderr
 

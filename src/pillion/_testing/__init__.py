@@ -116,6 +116,8 @@ class Sidecar(Process):
         args = pillion_command(command, "--app-id", app_id, "--dapr-http-port", str(self.http_port), *extra)
         if "--mqtt-port" not in extra:  # parallel sidecars must not race for 1883
             args += ["--mqtt-port", "0"]
+        if "--dapr-grpc-port" not in extra:  # nor for 50001 (when the grpc extra is installed)
+            args += ["--dapr-grpc-port", "0"]
         if not any(a.startswith(("--metrics-port", "--enable-metrics")) for a in extra):
             args += ["--metrics-port", "0"]  # nor for 9090: a free port each
         if app:

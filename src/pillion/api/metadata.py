@@ -10,8 +10,13 @@ def get_metadata(sidecar, request):
     return Response.json(sidecar.metadata())
 
 
+def set_attribute(sidecar, key: str, value: str) -> None:
+    """An app-set attribute, listed under ``extended`` (both fronts)."""
+    sidecar.extended[key] = value
+
+
 def put_metadata(sidecar, request):
-    sidecar.extended[request.params["key"]] = request.body.decode("utf-8", "replace")
+    set_attribute(sidecar, request.params["key"], request.body.decode("utf-8", "replace"))
     return NO_CONTENT
 
 

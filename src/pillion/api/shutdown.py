@@ -6,8 +6,13 @@ from ..server.http import NO_CONTENT
 from . import Endpoint
 
 
-def shutdown(sidecar, request):
+def request(sidecar) -> None:
+    """Both fronts: the sidecar drains and stops after answering."""
     sidecar.request_shutdown("shutdown API called")
+
+
+def shutdown(sidecar, http_request):
+    request(sidecar)
     return NO_CONTENT
 
 

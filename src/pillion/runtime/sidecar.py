@@ -46,6 +46,8 @@ from .secrets import SecretScopes, resolve_refs
 
 log = logging.getLogger("pillion.runtime.sidecar")
 
+DEFAULT_GRPC_PORT = 50001  # daprd's
+
 
 @dataclass
 class SidecarOptions:
@@ -55,7 +57,7 @@ class SidecarOptions:
     app_channel_address: str = "127.0.0.1"
     app_max_concurrency: int = -1
     http_port: int = 3500
-    grpc_port: int = 50001
+    grpc_port: int | None = None  # gRPC API port; None: 50001 when the grpc extra is installed; 0: none
     internal_port: int = 0
     listen_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
     internal_listen_address: str = "127.0.0.1"
@@ -118,7 +120,8 @@ class Sidecar:
         self.configuration: Configuration | None = None
         self.app: AppChannel | None = None
         self.invoker: Invoker | None = None
-        self.servers: list[HttpServer] = []
+        self.servers: list = []  # HttpServer, and the gRPC API's GrpcApi: shutdown(grace) each
+        self.grpc_port = 0  # the gRPC API's port once it listens
         self.registry: HostRegistry | None = None
         self.entry: SidecarEntry | None = None
         self.pool: HttpClientPool | None = None
@@ -227,12 +230,13 @@ class Sidecar:
             self.servers.append(public)
         self.http_port = api.ports()[0]
         self.internal_port = internal.ports()[0]
+        await self._start_grpc(limits)
 
         self.entry = self.registry.register(
             SidecarEntry(
                 app_id=self.app_id, pid=os.getpid(), http_port=self.http_port,
                 internal_host=opts.internal_listen_address, internal_port=self.internal_port,
-                app_port=opts.app_port, grpc_port=opts.grpc_port, command=opts.command,
+                app_port=opts.app_port, grpc_port=self.grpc_port or None, command=opts.command,
             )
         )
         if self.app is not None:
@@ -244,9 +248,33 @@ class Sidecar:
         self.outbound_ready = True
         self._update_ready()
         log.info(
-            "pillion %s sidecar %r: HTTP API on port %d, internal port %d, %d component(s)",
-            __version__, self.app_id, self.http_port, self.internal_port, len(self.components),
+            "pillion %s sidecar %r: HTTP API on port %d, %sinternal port %d, %d component(s)",
+            __version__, self.app_id, self.http_port, f"gRPC API on port {self.grpc_port}, " if self.grpc_port else "",
+            self.internal_port, len(self.components),
         )
+
+    async def _start_grpc(self, limits: Limits) -> None:
+        """The gRPC API on the same loop, when the extra is installed (or the port asked for)."""
+        from ..grpcapi import installed
+
+        port = self.options.grpc_port
+        if port == 0:
+            return
+        if not installed():
+            if port is not None:
+                raise ConfigError("command line", None, "--dapr-grpc-port",
+                                  "the gRPC API needs the grpc extra: pip install 'pillion[grpc]'")
+            log.debug("no gRPC API: the grpc extra is not installed")
+            return
+        from ..grpcapi.server import GrpcApi
+
+        self.lifecycle.status(f"opening the gRPC API on port {port or DEFAULT_GRPC_PORT}")
+        api = GrpcApi(self, self.options.api_token, limits.max_body)
+        for address in self.options.listen_addresses:
+            await api.listen(address, DEFAULT_GRPC_PORT if port is None else port)
+        await api.start()
+        self.servers.append(api)
+        self.grpc_port = api.ports()[0]
 
     def _create_components(self) -> None:
         opts = self.options
