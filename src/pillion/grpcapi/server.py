@@ -1,7 +1,8 @@
 """The gRPC server: grpc.aio on the sidecar's own event loop, one handler per RPC.
 
-Handlers are ``handler(sidecar, request, context)``: a plain function or coroutine for a
-unary call, an async generator for a streaming one. They raise ``DaprError`` as the HTTP
+Handlers are ``handler(sidecar, request, context)``: a plain function or coroutine for an
+RPC that answers once, an async generator for one that answers with a stream; for a client
+stream ``request`` is an async iterator of its messages. They raise ``DaprError`` as the HTTP
 handlers do; ``_abort`` turns it into the gRPC status daprd answers with, plus a
 ``google.rpc.ErrorInfo`` detail whose reason is the ``ERR_*`` code.
 """
@@ -13,14 +14,17 @@ import inspect
 import logging
 
 import grpc
-from dapr.proto.runtime.v1 import dapr_pb2_grpc
-from google.protobuf import any_pb2
+from dapr.proto.runtime.v1 import dapr_pb2
+from google.protobuf import any_pb2, message_factory
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from ..errors import DaprError, grpc_code
 from . import all_methods
 
 log = logging.getLogger("pillion.grpcapi")
+
+SERVICE = dapr_pb2.DESCRIPTOR.services_by_name["Dapr"]
 
 # daprd's default gRPC message size limit is 4 MiB each way (--max-body-size).
 _MESSAGE_OPTIONS = ("grpc.max_receive_message_length", "grpc.max_send_message_length")
@@ -31,7 +35,8 @@ class GrpcApi:
 
     def __init__(self, sidecar, api_token: str | None, max_message: int):
         self._server = grpc.aio.server(options=[(name, max_message) for name in _MESSAGE_OPTIONS])
-        dapr_pb2_grpc.add_DaprServicer_to_server(servicer(sidecar, api_token), self._server)
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            SERVICE.full_name, method_handlers(sidecar, api_token)),))
         self._ports: list[int] = []
 
     async def listen(self, address: str, port: int) -> None:
@@ -51,21 +56,77 @@ class GrpcApi:
         await self._server.stop(grace)
 
 
-def servicer(sidecar, api_token: str | None) -> dapr_pb2_grpc.DaprServicer:
-    """A servicer whose every implemented RPC runs ``all_methods()``'s handler; the rest stay UNIMPLEMENTED."""
-    front = dapr_pb2_grpc.DaprServicer()
+class Malformed:
+    """A request whose bytes are not its protobuf message: answered INTERNAL, as grpc-go does."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def error(self) -> DaprError:
+        return DaprError("ERROR", f"grpc: error unmarshalling request: {self.reason}")
+
+
+def _parser(cls):
+    def parse(data: bytes):
+        try:
+            return cls.FromString(data)
+        except DecodeError as exc:
+            return Malformed(str(exc))
+
+    return parse
+
+
+def _serialize(message) -> bytes:
+    return message.SerializeToString()
+
+
+def method_handlers(sidecar, api_token: str | None) -> dict:
+    """RPC name -> grpc handler for every RPC ``all_methods()`` implements; gRPC answers UNIMPLEMENTED for the rest.
+
+    Built from the service descriptor, so the streaming shape and message types are daprd's.
+    """
     token = api_token.encode() if api_token else None
-    for name, handler in all_methods().items():
-        wrap = _streaming if inspect.isasyncgenfunction(handler) else _unary
-        setattr(front, name, wrap(sidecar, handler, token))
-    return front
+    methods = all_methods()
+    unknown = set(methods) - set(SERVICE.methods_by_name)
+    if unknown:
+        raise RuntimeError(f"not RPCs of {SERVICE.full_name}: {sorted(unknown)}")
+    handlers = {}
+    for name, handler in methods.items():
+        method = SERVICE.methods_by_name[name]
+        parse = _parser(message_factory.GetMessageClass(method.input_type))
+        if method.client_streaming:
+            make = grpc.stream_stream_rpc_method_handler if method.server_streaming else grpc.stream_unary_rpc_method_handler
+        else:
+            make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        wrap = _streaming if method.server_streaming else _unary
+        handlers[name] = make(wrap(sidecar, handler, token, method.client_streaming),
+                              request_deserializer=parse, response_serializer=_serialize)
+    return handlers
 
 
-def _unary(sidecar, handler, token):
+async def _checked(requests):
+    """A client stream's messages, stopping at the first malformed one."""
+    async for message in requests:
+        if type(message) is Malformed:
+            raise message.error()
+        yield message
+
+
+def _request(request, client_streaming: bool):
+    if client_streaming:
+        return _checked(request)
+    if type(request) is Malformed:
+        raise request.error()
+    return request
+
+
+def _unary(sidecar, handler, token, client_streaming):
     async def call(request, context):
         try:
             _check_token(context, token)
-            result = handler(sidecar, request, context)
+            result = handler(sidecar, _request(request, client_streaming), context)
             if inspect.isawaitable(result):
                 result = await result
             return result
@@ -80,11 +141,11 @@ def _unary(sidecar, handler, token):
     return call
 
 
-def _streaming(sidecar, handler, token):
+def _streaming(sidecar, handler, token, client_streaming):
     async def call(request, context):
         try:
             _check_token(context, token)
-            async for message in handler(sidecar, request, context):
+            async for message in handler(sidecar, _request(request, client_streaming), context):
                 yield message
         except DaprError as exc:
             await _abort(context, exc)

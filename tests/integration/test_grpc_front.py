@@ -1,0 +1,143 @@
+"""The gRPC front itself: when it is loaded, its port, the API token, errors, shutdown."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from _grpc import dapr_client, grpc_sidecar
+from _http import request
+from pillion._testing import free_port, pillion_command
+
+import grpc  # noqa: E402 - after _grpc's importorskip
+from dapr.proto.runtime.v1 import dapr_pb2_grpc, metadata_pb2  # noqa: E402
+from google.protobuf import empty_pb2  # noqa: E402
+from google.rpc import error_details_pb2, status_pb2  # noqa: E402
+
+
+def _maps_grpc(pid: int) -> bool:
+    """Whether grpcio's core library is mapped into the process."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "cygrpc" in f.read()
+
+
+def _stub(port: int):
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    return channel, dapr_pb2_grpc.DaprStub(channel)
+
+
+def test_without_a_grpc_port_nothing_of_grpc_is_loaded(sidecar):
+    plain = sidecar("plain")  # the fixture's --dapr-grpc-port 0
+    served = grpc_sidecar(sidecar, "served")
+    assert not _maps_grpc(plain.proc.pid)
+    assert _maps_grpc(served.proc.pid)
+    assert f"gRPC API on port {served.grpc_port}" in served.output()
+
+
+def test_sdk_client_reads_and_sets_metadata(sidecar):
+    sc = grpc_sidecar(sidecar, "meta")
+    with dapr_client(sc) as client:
+        client.set_metadata("zone", "greenhouse-2")
+        meta = client.get_metadata()
+    assert meta.application_id == "meta"
+    assert meta.extended_metadata["zone"] == "greenhouse-2"
+    assert meta.extended_metadata["runtime"] == "pillion"
+    # The attribute is the HTTP API's too: one implementation behind both fronts.
+    status, _, body = request(sc.http_port, "GET", "/v1.0/metadata")
+    assert status == 200 and json.loads(body)["extended"]["zone"] == "greenhouse-2"
+
+
+def test_api_token_is_required_on_every_call(sidecar):
+    sc = grpc_sidecar(sidecar, "secured", env={"DAPR_API_TOKEN": "s3cret"}, wait="/v1.0/healthz")
+    channel, stub = _stub(sc.grpc_port)
+    with channel:
+        with pytest.raises(grpc.RpcError) as missing:
+            stub.GetMetadata(metadata_pb2.GetMetadataRequest(), timeout=5)
+        assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert missing.value.details() == "authentication error: api token mismatch"
+        with pytest.raises(grpc.RpcError) as wrong:
+            stub.GetMetadata(metadata_pb2.GetMetadataRequest(), metadata=(("dapr-api-token", "nope"),), timeout=5)
+        assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        meta = stub.GetMetadata(metadata_pb2.GetMetadataRequest(), metadata=(("dapr-api-token", "s3cret"),), timeout=5)
+    assert meta.id == "secured"
+
+
+def test_errors_carry_the_dapr_code_as_error_info(sidecar):
+    sc = grpc_sidecar(sidecar, "errs", env={"DAPR_API_TOKEN": "t"}, wait="/v1.0/healthz")
+    channel, stub = _stub(sc.grpc_port)
+    with channel:
+        with pytest.raises(grpc.RpcError) as err:
+            stub.GetMetadata(metadata_pb2.GetMetadataRequest(), timeout=5)
+    trailers = dict(err.value.trailing_metadata())
+    status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    assert status.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert (info.reason, info.domain) == ("ERR_API_TOKEN", "dapr.io")
+
+
+def test_rpcs_pillion_does_not_serve_are_unimplemented_and_the_fronts_keep_serving(sidecar):
+    sc = grpc_sidecar(sidecar, "unimpl")
+    channel, stub = _stub(sc.grpc_port)
+    with channel:
+        for call in (lambda: stub.GetWorkflowBeta1(__import__("dapr.proto.runtime.v1.workflow_pb2", fromlist=["x"])
+                                                   .GetWorkflowRequest(instance_id="w"), timeout=5),
+                     lambda: channel.unary_unary("/dapr.proto.runtime.v1.Dapr/NoSuchMethod")(b"", timeout=5)):
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        # Garbage where a protobuf message should be: INTERNAL, as grpc-go answers; the server goes on.
+        with pytest.raises(grpc.RpcError) as bad:
+            channel.unary_unary("/dapr.proto.runtime.v1.Dapr/GetMetadata")(b"\xff\xff\xff\xff", timeout=5)
+        assert bad.value.code() == grpc.StatusCode.INTERNAL
+        assert bad.value.details().startswith("grpc: error unmarshalling request: ")
+        assert stub.GetMetadata(metadata_pb2.GetMetadataRequest(), timeout=5).id == "unimpl"
+    assert request(sc.http_port, "GET", "/v1.0/healthz")[0] == 204
+
+
+def test_shutdown_over_grpc_stops_the_sidecar_cleanly(sidecar):
+    sc = grpc_sidecar(sidecar, "bye")
+    channel, stub = _stub(sc.grpc_port)
+    with channel:
+        stub.Shutdown(empty_pb2.Empty(), timeout=5)
+    assert sc.proc.wait(15) == 0
+    assert "stopping: shutdown API called" in sc.output()
+
+
+def test_a_taken_grpc_port_stops_start_up(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        out = subprocess.run(
+            pillion_command("sidecar", "--app-id", "taken", "--dapr-http-port", str(free_port()),
+                            "--dapr-grpc-port", str(port), "--mqtt-port", "0", "--metrics-port", "0",
+                            "--data-dir", str(tmp_path)),
+            capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert f"cannot listen for gRPC on 127.0.0.1:{port}" in out.stderr
+
+
+APP = textwrap.dedent("""
+    import json, os
+    print(json.dumps({k: os.environ.get(k) for k in ("DAPR_HTTP_PORT", "DAPR_GRPC_PORT")}), flush=True)
+""")
+
+
+def test_run_gives_the_app_the_grpc_port(tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    http_port, grpc_port = free_port(), free_port()
+    out = subprocess.run(
+        pillion_command("run", "--app-id", "runner", "--dapr-http-port", str(http_port), "--dapr-grpc-port",
+                        str(grpc_port), "--mqtt-port", "0", "--metrics-port", "0", "--data-dir", str(tmp_path),
+                        "--", sys.executable, str(app)),
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    env = json.loads(out.stdout.splitlines()[0].removeprefix("== APP == "))
+    assert env == {"DAPR_HTTP_PORT": str(http_port), "DAPR_GRPC_PORT": str(grpc_port)}
