@@ -3,6 +3,10 @@
 Parses Dapr's bodies (field names matched case-insensitively, as Go's encoding/json
 does), applies the store's ``keyPrefix``, calls the store through the StateStore
 interface and shapes Dapr's answers. Stores never see unprefixed keys.
+
+The building-block steps (store lookup, write options, TTL, store calls and the errors
+they raise) are the plain functions without a leading underscore; the gRPC front
+(``grpcapi/state.py``) calls the same ones with the values from its protobuf messages.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import time
 
 import orjson
 
-from ..components.state import DeleteRequest, ETagError, Feature, SetRequest, StoreError, WouldBlock
+from ..components.state import DeleteRequest, ETagError, Feature, Item, SetRequest, StoreError, WouldBlock
 from ..components.state.query import QueryError, parse_query
 from ..errors import DaprError
 from ..server.http import NO_CONTENT, Response
@@ -55,15 +59,19 @@ def key_prefix(strategy: str | None, *, app_id: str, store: str, namespace: str 
     return f"{choice}||"
 
 
-def _binding(sidecar, request) -> StateStoreBinding:
+def store_binding(sidecar, name: str) -> StateStoreBinding:
+    """The configured store called ``name``, or Dapr's not-configured / not-found error."""
     stores = sidecar.state_stores
     if not stores:
         raise DaprError("ERR_STATE_STORE_NOT_CONFIGURED", "state store is not configured")
-    name = request.params["storeName"]
     binding = stores.get(name)
     if binding is None:
         raise DaprError("ERR_STATE_STORE_NOT_FOUND", f"state store {name} is not found")
     return binding
+
+
+def _binding(sidecar, request) -> StateStoreBinding:
+    return store_binding(sidecar, request.params["storeName"])
 
 
 def _fields(value, what: str) -> dict:
@@ -106,8 +114,13 @@ def _first_write(options) -> bool:
     if options is None:
         return False
     options = _fields(options, "options")
-    concurrency = options.get("concurrency") or "last-write"
-    consistency = options.get("consistency") or "eventual"
+    return first_write(options.get("concurrency"), options.get("consistency"))
+
+
+def first_write(concurrency: str | None, consistency: str | None) -> bool:
+    """Validate Dapr's write options (empty: last-write, eventual); True for first-write."""
+    concurrency = concurrency or "last-write"
+    consistency = consistency or "eventual"
     if concurrency not in ("first-write", "last-write"):
         raise DaprError("ERR_MALFORMED_REQUEST", f"invalid concurrency {concurrency!r}: first-write or last-write")
     if consistency not in ("strong", "eventual"):
@@ -118,13 +131,21 @@ def _first_write(options) -> bool:
 def _set_request(binding: StateStoreBinding, item, query_metadata: dict[str, str]) -> SetRequest:
     fields = _fields(item, "each state item")
     metadata = {**_metadata(fields.get("metadata"), "metadata"), **query_metadata}
+    return set_request(binding.key(fields.get("key")), orjson.dumps(fields.get("value")),
+                       _etag(fields.get("etag")), _first_write(fields.get("options")), metadata,
+                       fields.get("contenttype"))
+
+
+def set_request(key: str, value: bytes, etag: str | None, first: bool, metadata: dict[str, str],
+                content_type: str | None = None) -> SetRequest:
+    """An upsert of the stored ``key`` (prefixed already); TTL and content type from ``metadata``."""
     return SetRequest(
-        key=binding.key(fields.get("key")),
-        value=orjson.dumps(fields.get("value")),
-        etag=_etag(fields.get("etag")),
-        first_write=_first_write(fields.get("options")),
+        key=key,
+        value=value,
+        etag=etag,
+        first_write=first,
         ttl_seconds=_ttl(metadata),
-        content_type=fields.get("contenttype") or metadata.get("contentType"),
+        content_type=content_type or metadata.get("contentType"),
     )
 
 
@@ -153,18 +174,27 @@ async def save_state(sidecar, request):
     requests = [_set_request(binding, item, query) for item in items]
     if not requests:
         return NO_CONTENT
+    await save(binding, requests)
+    return NO_CONTENT
+
+
+async def save(binding: StateStoreBinding, requests: list[SetRequest]) -> None:
+    """Upsert all; an ETag failure is 409 (mismatch) or 400 (invalid) ``ERR_STATE_SAVE``."""
     try:
         await binding.store.set(requests)
     except (ETagError, StoreError) as exc:
         raise _write_error("ERR_STATE_SAVE", exc, f"failed saving state in state store {binding.name}") from None
-    return NO_CONTENT
+
+
+def expire_text(expire_time: float) -> str:
+    """``metadata.ttlExpireTime``'s value: RFC 3339 in UTC, as daprd formats it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expire_time))
 
 
 def _expire_header(expire_time: float | None) -> list[tuple[bytes, bytes]]:
     if not expire_time:
         return []
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expire_time)).encode()
-    return [(b"metadata.ttlExpireTime", stamp)]
+    return [(b"metadata.ttlExpireTime", expire_text(expire_time).encode())]
 
 
 def get_state(sidecar, request):
@@ -177,19 +207,35 @@ def get_state(sidecar, request):
         except WouldBlock:
             pass
         except StoreError as exc:
-            raise _get_error(binding, request, exc) from None
+            raise get_error(binding, request.params["key"], exc) from None
     return _get_later(binding, request, key)
 
 
 async def _get_later(binding: StateStoreBinding, request, key: str):
-    try:
+    try:  # ``read`` inlined: one coroutine less on the HTTP GET path
         return _get_response(await binding.store.get(key))
     except StoreError as exc:
-        raise _get_error(binding, request, exc) from None
+        raise get_error(binding, request.params["key"], exc) from None
 
 
-def _get_error(binding: StateStoreBinding, request, exc: StoreError) -> DaprError:
-    return DaprError("ERR_STATE_GET", f"fail to get {request.params['key']} from state store {binding.name}: {exc}")
+def read_now(binding: StateStoreBinding, key: str, full: str) -> Item | None:
+    """The item of stored key ``full`` without waiting, or WouldBlock (the GET hot path)."""
+    try:
+        return binding.store.get_now(full)
+    except StoreError as exc:
+        raise get_error(binding, key, exc) from None
+
+
+async def read(binding: StateStoreBinding, key: str, full: str) -> Item | None:
+    """The item of stored key ``full`` (``key`` before the prefix), None when missing."""
+    try:
+        return await binding.store.get(full)
+    except StoreError as exc:
+        raise get_error(binding, key, exc) from None
+
+
+def get_error(binding: StateStoreBinding, key: str, exc: StoreError) -> DaprError:
+    return DaprError("ERR_STATE_GET", f"fail to get {key} from state store {binding.name}: {exc}")
 
 
 def _get_response(item) -> Response:
@@ -210,13 +256,40 @@ async def delete_state(sidecar, request):
     for name, value in request.query_params():
         if name == "concurrency":
             concurrency = value
-    first_write = _first_write({"concurrency": concurrency} if concurrency else None)
+    first = _first_write({"concurrency": concurrency} if concurrency else None)
     etag = if_match.decode("latin-1") if if_match else None
-    try:
-        await binding.store.delete([DeleteRequest(key, etag, first_write)])
-    except (ETagError, StoreError) as exc:
-        raise _write_error("ERR_STATE_DELETE", exc, f"failed deleting state with key {request.params['key']}") from None
+    await delete(binding, request.params["key"], DeleteRequest(key, etag, first))
     return NO_CONTENT
+
+
+async def delete(binding: StateStoreBinding, key: str, request: DeleteRequest) -> None:
+    """Delete one key (``key`` as the client named it, for the message); ETag errors as ``save``'s."""
+    try:
+        await binding.store.delete([request])
+    except (ETagError, StoreError) as exc:
+        raise _write_error("ERR_STATE_DELETE", exc, f"failed deleting state with key {key}") from None
+
+
+async def delete_bulk(binding: StateStoreBinding, requests: list[DeleteRequest]) -> None:
+    """Delete several keys at once (gRPC's DeleteBulkState; HTTP has no bulk delete)."""
+    if not requests:
+        return
+    try:
+        await binding.store.delete(requests)
+    except (ETagError, StoreError) as exc:
+        raise _write_error("ERR_STATE_DELETE", exc, f"failed deleting state in state store {binding.name}") from None
+
+
+def _json_data(value: bytes) -> bytes:
+    """A stored value for a JSON answer: spliced in when it is JSON text (the HTTP API
+    stores JSON), as a JSON string when it is not (bytes saved over gRPC, for one)."""
+    if not value:
+        return b'""'
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return orjson.dumps(value.decode("utf-8", "replace"))
+    return value
 
 
 async def bulk_get_state(sidecar, request):
@@ -225,39 +298,35 @@ async def bulk_get_state(sidecar, request):
     keys = body.get("keys")
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise DaprError("ERR_MALFORMED_REQUEST", '"keys" must be an array of strings')
-    full = [binding.key(k) for k in keys]
-    try:
-        items = await binding.store.bulk_get(full)
-    except StoreError as exc:
-        raise DaprError("ERR_STATE_BULK_GET", f"failed getting state in bulk from {binding.name}: {exc}")
-    # The stored bytes are JSON text already: splice them in rather than parse them again.
+    items = await bulk_get(binding, [binding.key(k) for k in keys])
     parts = []
     for key, item in zip(keys, items):
         entry = b'{"key":' + orjson.dumps(key)
         if item is not None:
-            entry += b',"data":' + (item.value or b'""')
+            entry += b',"data":' + _json_data(item.value)
             if item.etag is not None:
                 entry += b',"etag":' + orjson.dumps(item.etag)
         parts.append(entry + b"}")
     return Response(200, b"[" + b",".join(parts) + b"]", [(b"Content-Type", _JSON)])
 
 
+async def bulk_get(binding: StateStoreBinding, full: list[str]) -> list[Item | None]:
+    """Items of the stored keys ``full``, in order (None where missing)."""
+    try:
+        return await binding.store.bulk_get(full)
+    except StoreError as exc:
+        raise DaprError("ERR_STATE_BULK_GET", f"failed getting state in bulk from {binding.name}: {exc}") from None
+
+
 async def transaction(sidecar, request):
     binding = _binding(sidecar, request)
-    if Feature.TRANSACTIONAL not in binding.store.features():
-        raise DaprError("ERR_STATE_STORE_NOT_SUPPORTED", f"state store {binding.name} doesn't support transactions")
+    check_transactional(binding)
     body = _fields(request.json(), "the body")
     query = {**_metadata(body.get("metadata"), "metadata"), **request.metadata()}
     operations = body.get("operations") or []
     if not isinstance(operations, list):
         raise DaprError("ERR_MALFORMED_REQUEST", '"operations" must be an array')
-    limit = binding.store.max_transaction_operations
-    if limit and len(operations) > limit:
-        raise DaprError(
-            "ERR_STATE_STORE_TOO_MANY_TRANSACTIONS",
-            f"the transaction contains {len(operations)} operations, "
-            f"which is more than what the state store {binding.name} supports: {limit}",
-        )
+    check_transaction_size(binding, len(operations))
     ops = []
     for op in operations:
         fields = _fields(op, "each operation")
@@ -267,40 +336,54 @@ async def transaction(sidecar, request):
         elif kind == "delete":
             ops.append(_delete_request(binding, fields.get("request")))
         else:
-            raise DaprError("ERR_NOT_SUPPORTED_STATE_OPERATION", f"operation type {kind} not supported")
+            raise unsupported_operation(kind)
+    await transact(binding, ops)
+    return NO_CONTENT
+
+
+def check_transactional(binding: StateStoreBinding) -> None:
+    if Feature.TRANSACTIONAL not in binding.store.features():
+        raise DaprError("ERR_STATE_STORE_NOT_SUPPORTED", f"state store {binding.name} doesn't support transactions")
+
+
+def check_transaction_size(binding: StateStoreBinding, count: int) -> None:
+    """Dapr's MultiMaxSize check: more operations than the store takes in one transaction."""
+    limit = binding.store.max_transaction_operations
+    if limit and count > limit:
+        raise DaprError(
+            "ERR_STATE_STORE_TOO_MANY_TRANSACTIONS",
+            f"the transaction contains {count} operations, "
+            f"which is more than what the state store {binding.name} supports: {limit}",
+        )
+
+
+def unsupported_operation(kind) -> DaprError:
+    return DaprError("ERR_NOT_SUPPORTED_STATE_OPERATION", f"operation type {kind} not supported")
+
+
+async def transact(binding: StateStoreBinding, ops: list[SetRequest | DeleteRequest]) -> None:
+    """Apply all or nothing; any failure, ETag ones included, is ``ERR_STATE_TRANSACTION``."""
     if not ops:
-        return NO_CONTENT
+        return
     try:
         await binding.store.transact(ops)
     except (ETagError, StoreError) as exc:
         raise DaprError("ERR_STATE_TRANSACTION", f"error while executing state transaction: {exc}") from None
-    return NO_CONTENT
 
 
 async def query_state(sidecar, request):
     """Dapr's alpha query API over a store with QUERY_API; see ``components/state/query.py``."""
     binding = _binding(sidecar, request)
-    if Feature.QUERY_API not in binding.store.features():
-        raise DaprError("ERR_STATE_STORE_NOT_SUPPORTED", f"state store {binding.name} doesn't support the query API")
+    check_queryable(binding)
     body = request.json()
     if not isinstance(body, dict):
         raise DaprError("ERR_MALFORMED_REQUEST", "the body must be a JSON object")
-    try:
-        results, token = await binding.store.query(binding.prefix, parse_query(body))
-    except (QueryError, StoreError) as exc:
-        raise DaprError("ERR_STATE_QUERY", f"failed query in state store {binding.name}: {exc}") from None
+    results, token = await query(binding, body)
     if not results:
         return NO_CONTENT
-    # Stored bytes are JSON text already: splice them in (as bulk get does); bytes that
-    # are not JSON (written by something else) go out as a JSON string instead.
     parts = []
     for key, value, etag in results:
-        try:
-            orjson.loads(value)
-            data = value
-        except orjson.JSONDecodeError:
-            data = orjson.dumps(value.decode("utf-8", "replace"))
-        entry = b'{"key":' + orjson.dumps(key) + b',"data":' + data
+        entry = b'{"key":' + orjson.dumps(key) + b',"data":' + _json_data(value)
         if etag is not None:
             entry += b',"etag":' + orjson.dumps(etag)
         parts.append(entry + b"}")
@@ -308,6 +391,23 @@ async def query_state(sidecar, request):
     if token is not None:
         out += b',"token":' + orjson.dumps(token)
     return Response(200, out + b"}", [(b"Content-Type", _JSON)])
+
+
+def check_queryable(binding: StateStoreBinding) -> None:
+    if Feature.QUERY_API not in binding.store.features():
+        raise DaprError("ERR_STATE_STORE_NOT_SUPPORTED", f"state store {binding.name} doesn't support the query API")
+
+
+async def query(binding: StateStoreBinding, body: dict) -> tuple[list[tuple[str, bytes, str | None]], str | None]:
+    """Run a decoded query object: ``([(key, value bytes, etag)], next page token)``."""
+    try:
+        return await binding.store.query(binding.prefix, parse_query(body))
+    except (QueryError, StoreError) as exc:
+        raise query_error(binding, exc) from None
+
+
+def query_error(binding: StateStoreBinding, exc) -> DaprError:
+    return DaprError("ERR_STATE_QUERY", f"failed query in state store {binding.name}: {exc}")
 
 
 ENDPOINTS = (
