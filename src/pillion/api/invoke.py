@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
+from ..server.http import Request
 from . import Endpoint
 
 
@@ -14,6 +15,11 @@ def invoke(sidecar, request):
 
 def invoke_by_header(sidecar, request, app_id: str):
     return sidecar.invoker.invoke(app_id, unquote(request.path.lstrip("/")), request)
+
+
+def call(sidecar, app_id: str, method: str, verb: str, query: str, headers: list[tuple[bytes, bytes]], body: bytes):
+    """Invoke ``method`` on ``app_id`` as an HTTP request to this sidecar would (the gRPC front's way in)."""
+    return sidecar.invoker.invoke(app_id, method, Request(verb, "/" + method, query, headers, body, True))
 
 
 ENDPOINTS = (Endpoint(None, "/v1.0/invoke/{id}/method/{method...}", "InvokeService", "invoke", invoke),)

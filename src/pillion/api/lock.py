@@ -21,7 +21,7 @@ _SEPARATOR = "||"
 class LockStoreBinding:
     """A configured lock store as the API sees it: the store and its key prefix."""
 
-    __slots__ = ("name", "store", "prefix")
+    __slots__ = ("name", "prefix", "store")
 
     def __init__(self, name: str, store, prefix: str):
         self.name = name
@@ -89,10 +89,9 @@ def _int32(body: dict, camel: str, snake: str) -> int:
     return number
 
 
-def _binding(sidecar, request, resource_id: str, owner: str) -> LockStoreBinding:
+def _binding(sidecar, name: str, resource_id: str, owner: str) -> LockStoreBinding:
     """Dapr's ``lockValidateRequest``: configured, resourceId, lockOwner, then the store."""
     stores = sidecar.lock_stores
-    name = request.params["storeName"]
     if not stores:
         raise DaprError("ERR_LOCK_STORE_NOT_CONFIGURED", "lock store is not configured")
     if not resource_id:
@@ -105,32 +104,40 @@ def _binding(sidecar, request, resource_id: str, owner: str) -> LockStoreBinding
     return binding
 
 
+async def acquire(sidecar, name: str, resource_id: str, owner: str, expiry: int) -> bool:
+    """TryLock on store ``name``, with Dapr's checks in Dapr's order; both fronts call this."""
+    if expiry <= 0:  # Dapr checks this before anything else, even the store
+        raise DaprError("ERR_MALFORMED_REQUEST", f"ExpiryInSeconds is not positive in lock store {name}")
+    binding = _binding(sidecar, name, resource_id, owner)
+    try:
+        return bool(await binding.store.try_lock(binding.key(resource_id), owner, expiry))
+    except (ValueError, StoreError) as exc:
+        raise DaprError("ERR_TRY_LOCK", f"failed to try acquiring lock: {exc}") from None
+
+
+async def release(sidecar, name: str, resource_id: str, owner: str) -> int:
+    """Unlock on store ``name``: the status number of Dapr's ``UnlockResponse.Status``."""
+    binding = _binding(sidecar, name, resource_id, owner)
+    try:
+        return int(await binding.store.unlock(binding.key(resource_id), owner))
+    except (ValueError, StoreError) as exc:
+        raise DaprError("ERR_UNLOCK", f"failed to release lock: {exc}") from None
+
+
 async def try_lock(sidecar, request):
     body = _body(request)
     resource_id = _string(body, "resourceId", "resource_id")
     owner = _string(body, "lockOwner", "lock_owner")
     expiry = _int32(body, "expiryInSeconds", "expiry_in_seconds")
-    if expiry <= 0:  # Dapr checks this before anything else, even the store
-        raise DaprError("ERR_MALFORMED_REQUEST",
-                        f"ExpiryInSeconds is not positive in lock store {request.params['storeName']}")
-    binding = _binding(sidecar, request, resource_id, owner)
-    try:
-        success = await binding.store.try_lock(binding.key(resource_id), owner, expiry)
-    except (ValueError, StoreError) as exc:
-        raise DaprError("ERR_TRY_LOCK", f"failed to try acquiring lock: {exc}") from None
-    return Response.json({"success": bool(success)})
+    success = await acquire(sidecar, request.params["storeName"], resource_id, owner, expiry)
+    return Response.json({"success": success})
 
 
 async def unlock(sidecar, request):
     body = _body(request)
     resource_id = _string(body, "resourceId", "resource_id")
     owner = _string(body, "lockOwner", "lock_owner")
-    binding = _binding(sidecar, request, resource_id, owner)
-    try:
-        status = await binding.store.unlock(binding.key(resource_id), owner)
-    except (ValueError, StoreError) as exc:
-        raise DaprError("ERR_UNLOCK", f"failed to release lock: {exc}") from None
-    return Response.json({"status": int(status)})
+    return Response.json({"status": await release(sidecar, request.params["storeName"], resource_id, owner)})
 
 
 ENDPOINTS = (
