@@ -17,15 +17,20 @@ from ..server.http import Response
 from . import Endpoint
 
 
-def _store(sidecar, request):
+def find_store(sidecar, name: str):
+    """The configuration store called ``name``, or daprd's error for none / an unknown one."""
     stores = sidecar.configuration_stores
     if not stores:
         raise DaprError("ERR_CONFIGURATION_STORE_NOT_CONFIGURED", "configuration stores not configured")
-    name = request.params["storeName"]
     store = stores.get(name)
     if store is None:
         raise DaprError("ERR_CONFIGURATION_STORE_NOT_FOUND", f"configuration store {name} not found")
-    return name, store
+    return store
+
+
+def _store(sidecar, request):
+    name = request.params["storeName"]
+    return name, find_store(sidecar, name)
 
 
 def _keys(request) -> list[str]:
@@ -48,8 +53,13 @@ def get_configuration(sidecar, request):
 
 
 async def _get_later(name: str, store, keys: list[str]):
+    return _items_response(await get_items(name, store, keys))
+
+
+async def get_items(name: str, store, keys: list[str]) -> dict:
+    """The found items among ``keys`` (all when empty), by key."""
     try:
-        return _items_response(await store.get(keys))
+        return await store.get(keys)
     except StoreError as exc:
         raise _get_error(name, keys, exc) from None
 
@@ -69,13 +79,17 @@ async def subscribe_configuration(sidecar, request):
         raise DaprError("ERR_APP_CHANNEL_NIL", "app channel is not initialized: configuration updates "
                         "need an app port (--app-port)")
     name, store = _store(sidecar, request)
-    keys = _keys(request)
+    subscription_id = await subscribe(name, store, _keys(request), update_handler(sidecar, name))
+    return Response.json({"id": subscription_id})
+
+
+async def subscribe(name: str, store, keys: list[str], handler) -> str:
+    """Subscribe ``handler`` (an ``UpdateHandler``) to changes of ``keys``; the subscription id."""
     try:
-        subscription_id = await store.subscribe(keys, update_handler(sidecar, name))
+        return await store.subscribe(keys, handler)
     except StoreError as exc:
         raise DaprError("ERR_CONFIGURATION_SUBSCRIBE",
                         f"failed to subscribe {keys} from Configuration store {name}: {exc}") from None
-    return Response.json({"id": subscription_id})
 
 
 async def unsubscribe_configuration(sidecar, request):

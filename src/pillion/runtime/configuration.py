@@ -38,3 +38,16 @@ def update_handler(sidecar, store: str) -> UpdateHandler:
                 log.warning("configuration update %s: the app answered %d", path, response.status)
 
     return deliver
+
+
+def queue_handler(queue) -> UpdateHandler:
+    """The handler of a subscription whose updates go to a stream (the gRPC front) via ``queue``.
+
+    The stream's reader takes ``(subscription id, items)`` pairs; the store's watcher
+    never waits on a slow client, as the app POSTs above would not either.
+    """
+
+    async def deliver(subscription_id: str, items: dict[str, ConfigurationItem]) -> None:
+        queue.put_nowait((subscription_id, items))
+
+    return deliver
