@@ -19,24 +19,36 @@ from . import Endpoint
 _BAD_NAME = set('/\\?#') | {chr(c) for c in range(32)} | {"\x7f"}
 
 
-def _actor(sidecar, request) -> tuple[str, str]:
-    actor_type, actor_id = request.params["actorType"], request.params["actorId"]
-    for value in (actor_type, actor_id, request.params.get("name", "")):
+def check_names(*values: str) -> None:
+    """Actor types, ids and reminder/timer names may not hold path or control characters."""
+    for value in values:
         if _BAD_NAME.intersection(value):
             raise DaprError("ERR_BAD_REQUEST", f"invalid character in {value!r}")
+
+
+def _actor(sidecar, request) -> tuple[str, str]:
+    actor_type, actor_id = request.params["actorType"], request.params["actorId"]
+    check_names(actor_type, actor_id, request.params.get("name", ""))
     return actor_type, actor_id
+
+
+async def call_method(sidecar, actor_type: str, actor_id: str, method: str, body: bytes,
+                      headers: list[tuple[bytes, bytes]], query: str = ""):
+    """The app's answer to a method call (200 only); other answers as daprd's errors."""
+    response = await sidecar.actors.call(actor_type, actor_id, f"method/{method}", body, headers, query)
+    if response.status == 200:
+        return response
+    if response.status == 404:
+        raise DaprError("ERR_ACTOR_INVOKE_METHOD", f"actor method not found: {method}")
+    raise DaprError("ERR_ACTOR_INVOKE_METHOD", "error invoke actor method: error from actor service: "
+                    f"({response.status}) {response.body.decode(errors='replace')}")
 
 
 async def invoke_method(sidecar, request):
     actor_type, actor_id = _actor(sidecar, request)
-    response = await sidecar.actors.call(actor_type, actor_id, f"method/{request.params['method']}",
-                                         request.body, request.headers, request.query)  # fmt: skip
-    if response.status == 200:
-        return Response(200, response.body, _reply_headers(response))
-    if response.status == 404:
-        raise DaprError("ERR_ACTOR_INVOKE_METHOD", f"actor method not found: {request.params['method']}")
-    raise DaprError("ERR_ACTOR_INVOKE_METHOD", "error invoke actor method: error from actor service: "
-                    f"({response.status}) {response.body.decode(errors='replace')}")
+    response = await call_method(sidecar, actor_type, actor_id, request.params["method"], request.body,
+                                 request.headers, request.query)  # fmt: skip
+    return Response(200, response.body, _reply_headers(response))
 
 
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server"}
@@ -60,23 +72,55 @@ def _state_key(sidecar, actor_type: str, actor_id: str, key: str) -> str:
     return f"{sidecar.app_id}||{actor_type}||{actor_id}||{key}"
 
 
-async def get_state(sidecar, request):
-    actor_type, actor_id = _actor(sidecar, request)
+async def read_state(sidecar, actor_type: str, actor_id: str, key: str):
+    """The stored item of one actor state key, or None."""
     binding = _store(sidecar, "ERR_ACTOR_STATE_GET")
     try:
-        item = await binding.store.get(_state_key(sidecar, actor_type, actor_id, request.params["key"]))
+        return await binding.store.get(_state_key(sidecar, actor_type, actor_id, key))
     except StoreError as exc:
         raise DaprError("ERR_ACTOR_STATE_GET", f"error getting actor state: {exc}") from None
+
+
+async def get_state(sidecar, request):
+    actor_type, actor_id = _actor(sidecar, request)
+    item = await read_state(sidecar, actor_type, actor_id, request.params["key"])
     if item is None:
         return NO_CONTENT
     return Response(200, item.value, [(b"Content-Type", b"application/json")])
 
 
-async def transact_state(sidecar, request):
-    actor_type, actor_id = _actor(sidecar, request)
+def check_active(sidecar, actor_type: str, actor_id: str) -> None:
+    """Actor state is written only for an actor active on this host (inside its turns)."""
     if (actor_type, actor_id) not in sidecar.actors.active:
         raise DaprError("ERR_ACTOR_INSTANCE_MISSING", "actor instance is missing")
-    binding = _store(sidecar, "ERR_ACTOR_STATE_TRANSACTION_SAVE")
+
+
+def transaction_store(sidecar):
+    return _store(sidecar, "ERR_ACTOR_STATE_TRANSACTION_SAVE")
+
+
+def upsert_request(sidecar, actor_type: str, actor_id: str, key: str, value: bytes, etag, metadata) -> SetRequest:
+    """One upsert of a transaction; ``value`` is stored as given (raw bytes)."""
+    ttl = (metadata or {}).get("ttlInSeconds")
+    return SetRequest(_state_key(sidecar, actor_type, actor_id, key), value, etag,
+                      ttl_seconds=int(ttl) if ttl not in (None, "") else None)  # fmt: skip
+
+
+def delete_request(sidecar, actor_type: str, actor_id: str, key: str, etag) -> DeleteRequest:
+    return DeleteRequest(_state_key(sidecar, actor_type, actor_id, key), etag)
+
+
+async def save_transaction(binding, requests: list) -> None:
+    try:
+        await binding.store.transact(requests)
+    except (ETagError, StoreError, ValueError) as exc:
+        raise DaprError("ERR_ACTOR_STATE_TRANSACTION_SAVE", f"error saving actor transaction state: {exc}") from None
+
+
+async def transact_state(sidecar, request):
+    actor_type, actor_id = _actor(sidecar, request)
+    check_active(sidecar, actor_type, actor_id)
+    binding = transaction_store(sidecar)
     operations = request.json()
     if not isinstance(operations, list):
         raise DaprError("ERR_MALFORMED_REQUEST", "the body must be a JSON array of operations")
@@ -88,20 +132,15 @@ async def transact_state(sidecar, request):
         key = inner.get("key")
         if not isinstance(key, str) or not key:
             raise DaprError("ERR_MALFORMED_REQUEST", "each operation needs request.key")
-        full = _state_key(sidecar, actor_type, actor_id, key)
         operation = str(fields.get("operation", "")).lower()
         if operation == "upsert":
-            ttl = (inner.get("metadata") or {}).get("ttlInSeconds")
-            requests.append(SetRequest(full, orjson.dumps(inner.get("value")), inner.get("etag"),
-                                       ttl_seconds=int(ttl) if ttl not in (None, "") else None))  # fmt: skip
+            requests.append(upsert_request(sidecar, actor_type, actor_id, key, orjson.dumps(inner.get("value")),
+                                           inner.get("etag"), inner.get("metadata")))  # fmt: skip
         elif operation == "delete":
-            requests.append(DeleteRequest(full, inner.get("etag")))
+            requests.append(delete_request(sidecar, actor_type, actor_id, key, inner.get("etag")))
         else:
             raise DaprError("ERR_MALFORMED_REQUEST", f"operation type {fields.get('operation')!r} not supported")
-    try:
-        await binding.store.transact(requests)
-    except (ETagError, StoreError, ValueError) as exc:
-        raise DaprError("ERR_ACTOR_STATE_TRANSACTION_SAVE", f"error saving actor transaction state: {exc}") from None
+    await save_transaction(binding, requests)
     return NO_CONTENT
 
 
@@ -120,27 +159,42 @@ def _schedule_body(request) -> dict:
     return fields
 
 
-def _schedule(actor_type: str, actor_id: str, name: str, fields: dict, kind: str) -> Reminder:
-    data = orjson.dumps(fields["data"]) if fields.get("data") is not None else None
+def schedule(actor_type: str, actor_id: str, name: str, due_time: str, period: str, ttl: str,
+             data: bytes | None, kind: str) -> Reminder:
+    """A reminder or timer from its textual times; ``data`` is its raw JSON (or None)."""
     try:
-        return Reminder.create(actor_type, actor_id, name, fields.get("duetime") or "", fields.get("period") or "",
-                               fields.get("ttl") or "", data, kind=kind)  # fmt: skip
+        return Reminder.create(actor_type, actor_id, name, due_time, period, ttl, data, kind=kind)
     except TimeSpecError as exc:
         code = "ERR_ACTOR_REMINDER_CREATE" if kind == "reminder" else "ERR_ACTOR_TIMER_CREATE"
         raise DaprError(code, f"error creating actor {kind}: {exc}") from None
 
 
-async def create_reminder(sidecar, request):
-    actor_type, actor_id = _actor(sidecar, request)
+def _schedule(actor_type: str, actor_id: str, name: str, fields: dict, kind: str) -> Reminder:
+    data = orjson.dumps(fields["data"]) if fields.get("data") is not None else None
+    return schedule(actor_type, actor_id, name, fields.get("duetime") or "", fields.get("period") or "",
+                    fields.get("ttl") or "", data, kind)  # fmt: skip
+
+
+async def check_reminder_host(sidecar, actor_type: str) -> None:
+    """Reminders are kept only for actor types this app hosts (after the runtime is ready)."""
     await sidecar.actors.ready.wait()
     if not sidecar.actors.hosts(actor_type):
         raise DaprError("ERR_ACTOR_REMINDER_NON_HOSTED", f"operations on actor type {actor_type} are not supported "
                         "by this host: it hosts no such actor type")
-    reminder = _schedule(actor_type, actor_id, request.params["name"], _schedule_body(request), "reminder")
+
+
+async def add_reminder(sidecar, reminder: Reminder) -> None:
     try:
         await sidecar.actors.set_reminder(reminder)
     except OSError as exc:
         raise DaprError("ERR_ACTOR_REMINDER_CREATE", f"error creating actor reminder: {exc}") from None
+
+
+async def create_reminder(sidecar, request):
+    actor_type, actor_id = _actor(sidecar, request)
+    await check_reminder_host(sidecar, actor_type)
+    reminder = _schedule(actor_type, actor_id, request.params["name"], _schedule_body(request), "reminder")
+    await add_reminder(sidecar, reminder)
     return NO_CONTENT
 
 
@@ -159,22 +213,31 @@ async def get_reminder(sidecar, request):
     return Response.json({k: v for k, v in out.items() if v not in ("", None)})
 
 
-async def delete_reminder(sidecar, request):
-    actor_type, actor_id = _actor(sidecar, request)
+async def remove_reminder(sidecar, actor_type: str, actor_id: str, name: str) -> None:
     await sidecar.actors.ready.wait()
     try:
-        await sidecar.actors.delete_reminder(reminder_key(actor_type, actor_id, request.params["name"]))
+        await sidecar.actors.delete_reminder(reminder_key(actor_type, actor_id, name))
     except OSError as exc:
         raise DaprError("ERR_ACTOR_REMINDER_DELETE", f"error deleting actor reminder: {exc}") from None
+
+
+async def delete_reminder(sidecar, request):
+    actor_type, actor_id = _actor(sidecar, request)
+    await remove_reminder(sidecar, actor_type, actor_id, request.params["name"])
     return NO_CONTENT
 
 
-async def create_timer(sidecar, request):
-    actor_type, actor_id = _actor(sidecar, request)
+async def check_timer_host(sidecar, actor_type: str) -> None:
+    """Timers run only for actor types this app hosts (after the runtime is ready)."""
     await sidecar.actors.ready.wait()
     if not sidecar.actors.hosts(actor_type):
         raise DaprError("ERR_ACTOR_TIMER_CREATE", f"error creating actor timer: actor type {actor_type} is not "
                         "hosted here")
+
+
+async def create_timer(sidecar, request):
+    actor_type, actor_id = _actor(sidecar, request)
+    await check_timer_host(sidecar, actor_type)
     fields = _schedule_body(request)
     timer = _schedule(actor_type, actor_id, request.params["name"], fields, "timer")
     sidecar.actors.set_timer(timer, fields.get("callback") or "")
