@@ -76,7 +76,8 @@ def _normalize_argv(argv: list[str]) -> list[str]:
 def _add_sidecar_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--app-id", default="", help="this app's id (service invocation, state prefix)")
     p.add_argument("--app-port", type=int, default=None, help="port the app listens on; no app channel without it")
-    p.add_argument("--app-protocol", default="http", choices=["http"], help="only http in this version")
+    p.add_argument("--app-protocol", default="http", choices=["http", "grpc"],
+                   help="how the sidecar calls the app: http, or grpc (the AppCallback services; needs the grpc extra)")
     p.add_argument("--app-channel-address", default="127.0.0.1")
     p.add_argument("--app-max-concurrency", type=int, default=-1, help="calls into the app at once; -1: no limit")
     p.add_argument("--dapr-http-port", type=int, default=3500)

@@ -313,6 +313,8 @@ class _Reply:
 class _App:
     """The app channel: answers from a list (the last repeats); records the calls."""
 
+    protocol = "http"
+
     def __init__(self, *answers):
         self.answers = list(answers) or [_Reply(200)]
         self.calls = []

@@ -346,6 +346,8 @@ def test_input_binding_deliveries_follow_the_inbound_policy():
             self.status = status
 
     class App:
+        protocol = "http"
+
         def __init__(self, statuses):
             self.statuses = list(statuses)
             self.calls = 0

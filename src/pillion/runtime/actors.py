@@ -131,6 +131,12 @@ class Actors:
     async def _start(self) -> None:
         app = self.sidecar.app
         await app.ready.wait()
+        if app.protocol == "grpc":  # daprd asks only HTTP apps for their actor types
+            log.info("the app speaks gRPC: it hosts no actors (actors need --app-protocol http)")
+            self.config = ActorConfig.from_json(None)
+            self.locks = {}
+            self.ready.set()
+            return
         try:
             response = await app.call("GET", "/dapr/config", [(b"dapr-app-id", self.sidecar.app_id.encode())], b"",
                                       timeout=10.0)  # fmt: skip

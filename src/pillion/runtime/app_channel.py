@@ -36,6 +36,8 @@ class HealthCheck:
 
 
 class AppChannel:
+    protocol = "http"  # GrpcAppChannel: "grpc"
+
     def __init__(
         self,
         pool: HttpClientPool,
@@ -92,13 +94,7 @@ class AppChannel:
     async def _check_health(self) -> None:
         hc = self.health
         while True:
-            try:
-                resp = await self.pool.request(
-                    self.host, self.port, "GET", hc.path, self._token, timeout=hc.timeout
-                )
-                ok = 200 <= resp.status < 300
-            except ClientError:
-                ok = False
+            ok = await self._probe()
             if ok:
                 if not self.healthy:
                     log.info("app is healthy again")
@@ -107,9 +103,21 @@ class AppChannel:
             else:
                 self._failures += 1
                 if self.healthy and self._failures >= hc.threshold:
-                    log.warning("app is unhealthy after %d failed probes of %s", self._failures, hc.path)
+                    log.warning("app is unhealthy after %d failed probes (%s)", self._failures, self._probe_name())
                     self.healthy = False
             await asyncio.sleep(hc.interval)
+
+    async def _probe(self) -> bool:
+        """One health probe: GET of the health path answering 2xx."""
+        try:
+            resp = await self.pool.request(self.host, self.port, "GET", self.health.path, self._token,
+                                           timeout=self.health.timeout)
+        except ClientError:
+            return False
+        return 200 <= resp.status < 300
+
+    def _probe_name(self) -> str:
+        return f"GET {self.health.path}"
 
     def call(
         self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, timeout: float | None = None

@@ -54,15 +54,20 @@ class Bindings:
     async def _start_inputs(self, inputs: list[BindingBinding]) -> None:
         app = self.sidecar.app
         await app.ready.wait()
-        for binding in inputs:
+        if app.protocol == "grpc":  # ListInputBindings names the bindings the app takes
             try:
-                response = await app.call("OPTIONS", binding.route, [], b"", timeout=PROBE_TIMEOUT)
-            except (AppUnavailable, ClientError) as exc:
-                log.error("input binding %s: OPTIONS %s failed (%s); not started", binding.name, binding.route, exc)
-                continue
-            if not (200 <= response.status < 300 or response.status == 405):
-                log.info("input binding %s: the app does not take %s (%d)", binding.name, binding.route,
-                         response.status)
+                taken = await app.list_input_bindings()
+            except AppUnavailable as exc:
+                log.error("ListInputBindings failed (%s); no input binding started", exc)
+                return
+            if taken is None:
+                return
+        for binding in inputs:
+            if app.protocol == "grpc":
+                if binding.name not in taken:
+                    log.info("input binding %s: the app does not list it in ListInputBindings", binding.name)
+                    continue
+            elif not await self._app_takes(app, binding):
                 continue
             try:
                 await binding.component.start(self._deliverer(binding))
@@ -73,10 +78,26 @@ class Bindings:
                 continue
             log.info("input binding %s delivers to %s", binding.name, binding.route)
 
+    @staticmethod
+    async def _app_takes(app, binding: BindingBinding) -> bool:
+        """daprd's OPTIONS probe of an HTTP app: 2xx or 405 means the app takes the binding's events."""
+        try:
+            response = await app.call("OPTIONS", binding.route, [], b"", timeout=PROBE_TIMEOUT)
+        except (AppUnavailable, ClientError) as exc:
+            log.error("input binding %s: OPTIONS %s failed (%s); not started", binding.name, binding.route, exc)
+            return False
+        if 200 <= response.status < 300 or response.status == 405:
+            return True
+        log.info("input binding %s: the app does not take %s (%d)", binding.name, binding.route, response.status)
+        return False
+
     def _deliverer(self, binding: BindingBinding):
         timeout = binding.inbound.timeout if binding.inbound is not None and binding.inbound.timeout else None
 
-        async def post(data: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        async def post(data: bytes, headers: list[tuple[bytes, bytes]], metadata: dict[str, str]) -> None:
+            if self.sidecar.app.protocol == "grpc":  # OnBindingEvent; an error status raises
+                await self.sidecar.app.binding_event(binding.name, data, metadata, timeout=timeout or DELIVERY_TIMEOUT)
+                return
             response = await self.sidecar.app.call("POST", binding.route, headers, data,
                                                    timeout=timeout or DELIVERY_TIMEOUT)
             if not 200 <= response.status < 300:
@@ -87,10 +108,10 @@ class Bindings:
             headers.extend((k.encode(), v.encode()) for k, v in metadata.items() if header_safe(k, v))
             try:
                 if binding.inbound is None:
-                    await post(data, headers)
+                    await post(data, headers, metadata)
                 else:
                     await Policy(None, binding.inbound.retry, binding.inbound.breakers, binding.inbound.clock).run(
-                        lambda: post(data, headers))
+                        lambda: post(data, headers, metadata))
             except (AppUnavailable, ClientError, BreakerOpen) as exc:
                 log.warning("input binding %s: delivery failed: %s", binding.name, exc)
                 return False

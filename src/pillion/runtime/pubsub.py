@@ -258,6 +258,8 @@ class Subscriptions:
 
     async def _discover(self) -> list[TopicSubscription]:
         """The app's programmatic subscriptions: 200 with a JSON array; 404 means none."""
+        if self.sidecar.app.protocol == "grpc":  # ListTopicSubscriptions
+            return await self.sidecar.app.list_subscriptions()
         headers = [(b"dapr-app-id", self.sidecar.app_id.encode())]
         for attempt in range(5):
             try:
@@ -339,6 +341,14 @@ class Subscriptions:
         path = subscription.route(event)
         if path is None:
             return await self.dead_letter(subscription, binding, message, Outcome.DROP)
+        if self.sidecar.app.protocol == "grpc":  # OnTopicEvent; None: acked, no dead letter
+            try:
+                outcome = await self.sidecar.app.topic_event(event, binding.name, message.topic, path,
+                                                             message.metadata, timeout=binding.delivery_timeout)
+            except AppUnavailable as exc:
+                log.warning("%s/%s: delivery failed: %s", binding.name, message.topic, exc)
+                outcome = Outcome.RETRY
+            return Outcome.DROP if outcome is None else await self.settle(subscription, binding, message, outcome)
         headers = list(_CLOUDEVENTS)
         traceparent = event.get("traceparent")
         if isinstance(traceparent, str) and traceparent:

@@ -184,7 +184,19 @@ class Sidecar:
         self.pool = HttpClientPool(read_timeout=300.0)
         self.tracer = self._tracer()
         if opts.app_port:
-            self.app = AppChannel(
+            channel = AppChannel
+            if opts.app_protocol == "grpc":  # grpcio is imported only for a gRPC app
+                from functools import partial
+
+                from ..grpcapi import installed
+
+                if not installed():
+                    raise ConfigError("command line", None, "--app-protocol",
+                                      "a gRPC app needs the grpc extra: pip install 'pillion[grpc]'")
+                from .app_channel_grpc import GrpcAppChannel
+
+                channel = partial(GrpcAppChannel, max_message=opts.max_body)
+            self.app = channel(
                 self.pool, opts.app_channel_address, opts.app_port,
                 api_token=opts.app_api_token, max_concurrency=opts.app_max_concurrency, health=opts.health,
                 on_ready=self._update_ready, pipeline=self._pipeline("appHttpPipeline"),
