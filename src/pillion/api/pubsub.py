@@ -24,7 +24,11 @@ _CLOUDEVENTS = "application/cloudevents+json"
 
 
 def _binding(sidecar, request):
-    name = request.params.get("pubsubname", "")
+    return lookup(sidecar, request.params.get("pubsubname", ""), request.params.get("topic", ""))
+
+
+def lookup(sidecar, name: str, topic: str, publishing: bool = True):
+    """The binding and topic a publish (or a subscription) names, checked as daprd checks them."""
     if not sidecar.pubsubs:
         raise DaprError("ERR_PUBSUB_NOT_CONFIGURED", "no pubsub is configured")
     if not name:
@@ -32,10 +36,10 @@ def _binding(sidecar, request):
     binding = sidecar.pubsubs.get(name)
     if binding is None:
         raise DaprError("ERR_PUBSUB_NOT_FOUND", f"pubsub {name} not found")
-    topic = request.params.get("topic", "")
     if not topic:
         raise DaprError("ERR_TOPIC_NAME_EMPTY", f"topic is empty in pubsub {name}")
-    if not binding.may_publish(sidecar.app_id, topic):
+    allowed = binding.may_publish if publishing else binding.may_subscribe
+    if not allowed(sidecar.app_id, topic):
         raise DaprError("ERR_PUBSUB_FORBIDDEN", f"topic {topic} is not allowed for app id {sidecar.app_id}")
     return binding, topic
 
@@ -63,8 +67,8 @@ def _ttl(metadata: dict[str, str]) -> int | None:
     return ttl
 
 
-def _envelope(sidecar, binding, topic: str, body: bytes, content_type: str | None, metadata: dict[str, str],
-              request) -> bytes:
+def envelope(sidecar, binding, topic: str, body: bytes, content_type: str | None, metadata: dict[str, str],
+             traceparent: str = "", tracestate: str = "") -> bytes:
     """The message bytes: ``body`` itself when raw, else the CloudEvent Dapr would build."""
     if _raw_payload(metadata):
         return body
@@ -75,9 +79,8 @@ def _envelope(sidecar, binding, topic: str, body: bytes, content_type: str | Non
         "type": metadata.get("cloudevent.type") or "com.dapr.event.sent",
         "topic": topic,
         "pubsubname": binding.name,
-        "traceparent": (metadata.get("cloudevent.traceparent") or metadata.get("cloudevent.traceid")
-                        or _header(request, b"traceparent")),
-        "tracestate": metadata.get("cloudevent.tracestate") or _header(request, b"tracestate"),
+        "traceparent": metadata.get("cloudevent.traceparent") or metadata.get("cloudevent.traceid") or traceparent,
+        "tracestate": metadata.get("cloudevent.tracestate") or tracestate,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
     }
     ttl = _ttl(metadata)
@@ -96,7 +99,7 @@ def _header(request, name: bytes) -> str:
     return value.decode("latin-1") if value else ""
 
 
-def _component_metadata(metadata: dict[str, str]) -> dict[str, str]:
+def component_metadata(metadata: dict[str, str]) -> dict[str, str]:
     """What goes to the component: everything but the envelope overrides."""
     return {k: v for k, v in metadata.items() if not k.startswith("cloudevent.") and k != "rawPayload"}
 
@@ -105,13 +108,19 @@ async def publish(sidecar, request):
     binding, topic = _binding(sidecar, request)
     metadata = request.metadata()
     content_type = _header(request, b"content-type") or None
-    data = _envelope(sidecar, binding, topic, request.body, content_type, metadata, request)
+    data = envelope(sidecar, binding, topic, request.body, content_type, metadata,
+                    _header(request, b"traceparent"), _header(request, b"tracestate"))
+    await send(binding, topic, data, metadata)
+    return NO_CONTENT
+
+
+async def send(binding, topic: str, data: bytes, metadata: dict[str, str]) -> None:
+    """Hand one message to the component; its refusal is ERR_PUBSUB_PUBLISH_MESSAGE."""
     try:
-        await binding.component.publish(topic, data, _component_metadata(metadata))
+        await binding.component.publish(topic, data, component_metadata(metadata))
     except PublishError as exc:
         raise DaprError("ERR_PUBSUB_PUBLISH_MESSAGE",
                         f"error when publish to topic {topic} in pubsub {binding.name}: {exc}") from None
-    return NO_CONTENT
 
 
 # -- bulk publish (alpha) -----------------------------------------------------------------
@@ -160,33 +169,51 @@ async def bulk_publish(sidecar, request):
     if not isinstance(entries, list):
         raise DaprError("ERR_PUBSUB_EVENTS_SER", "the body must be a JSON array of entries")
     query = request.metadata()
+    trace = _header(request, b"traceparent"), _header(request, b"tracestate")
     seen: set[str] = set()
     prepared = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise DaprError("ERR_PUBSUB_EVENTS_SER", f"entry {index} is not an object")
         entry = _entry_fields(entry)
-        entry_id = entry.get("entryId")
-        if not isinstance(entry_id, str) or not entry_id:
-            raise DaprError("ERR_PUBSUB_EVENTS_SER", f"entry {index}: entryId is missing")
-        if entry_id in seen:
-            raise DaprError("ERR_PUBSUB_EVENTS_SER", f"entryId {entry_id} is duplicated")
-        seen.add(entry_id)
+        entry_id = check_entry_id(entry.get("entryId"), index, seen)
         entry_metadata = entry.get("metadata") or {}
         if not isinstance(entry_metadata, dict):
             raise DaprError("ERR_PUBSUB_EVENTS_SER", f"entry {entry_id}: metadata must be an object")
         metadata = {**query, **{str(k): str(v) for k, v in entry_metadata.items()}}
         body, content_type = _entry_body(entry, index)
-        data = _envelope(sidecar, binding, topic, body, content_type, metadata, request)
-        prepared.append((entry_id, data, _component_metadata(metadata)))
-    results = await asyncio.gather(*(binding.component.publish(topic, data, metadata)
-                                     for _, data, metadata in prepared), return_exceptions=True)  # fmt: skip
-    failed = [{"entryId": entry_id, "error": str(result)}
-              for (entry_id, _, _), result in zip(prepared, results) if isinstance(result, BaseException)]
+        prepared.append(bulk_entry(sidecar, binding, topic, entry_id, body, content_type, metadata, *trace))
+    failed = await bulk_send(binding, topic, prepared)
     if not failed:
         return NO_CONTENT
-    body = orjson.dumps({"failedEntries": failed, "errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE"})
+    body = orjson.dumps({"failedEntries": [{"entryId": entry_id, "error": error} for entry_id, error in failed],
+                         "errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE"})
     return Response(500, body, [(b"Content-Type", b"application/json")])
+
+
+def check_entry_id(entry_id, index: int, seen: set[str]) -> str:
+    """A bulk entry's id: present and not used by an earlier entry of the request."""
+    if not isinstance(entry_id, str) or not entry_id:
+        raise DaprError("ERR_PUBSUB_EVENTS_SER", f"entry {index}: entryId is missing")
+    if entry_id in seen:
+        raise DaprError("ERR_PUBSUB_EVENTS_SER", f"entryId {entry_id} is duplicated")
+    seen.add(entry_id)
+    return entry_id
+
+
+def bulk_entry(sidecar, binding, topic: str, entry_id: str, body: bytes, content_type: str | None,
+               metadata: dict[str, str], traceparent: str = "", tracestate: str = "") -> tuple:
+    """One checked bulk entry, ready for ``bulk_send``: (entry id, message bytes, component metadata)."""
+    data = envelope(sidecar, binding, topic, body, content_type, metadata, traceparent, tracestate)
+    return entry_id, data, component_metadata(metadata)
+
+
+async def bulk_send(binding, topic: str, prepared: list[tuple]) -> list[tuple[str, str]]:
+    """Publish every entry at once; the (entry id, error) of those the component refused."""
+    results = await asyncio.gather(*(binding.component.publish(topic, data, metadata)
+                                     for _, data, metadata in prepared), return_exceptions=True)  # fmt: skip
+    return [(entry_id, str(result))
+            for (entry_id, _, _), result in zip(prepared, results) if isinstance(result, BaseException)]
 
 
 ENDPOINTS = (

@@ -202,6 +202,7 @@ class Subscriptions:
         self._idle.set()
         self._task: asyncio.Task | None = None
         self._stopping = False
+        self.streams: dict[tuple[str, str], StreamTopic] = {}  # SubscribeTopicEventsAlpha1, by (pubsub, topic)
 
     def start(self) -> None:
         if self.sidecar.pubsubs and self.sidecar.app is not None:
@@ -227,10 +228,11 @@ class Subscriptions:
         for name, binding in self.sidecar.pubsubs.items():
             options = self._options(binding)
             for subscription in self.active:
-                if subscription.pubsubname == name:
+                if subscription.pubsubname == name and subscription.kind != "STREAMING":
                     await binding.component.subscribe(subscription.topic, self._handler(subscription, binding),
                                                       options)  # fmt: skip
-            await binding.component.unsubscribe_others(by_pubsub.get(name, set()), options)
+            streamed = {topic for pubsub, topic in self.streams if pubsub == name}
+            await binding.component.unsubscribe_others(by_pubsub.get(name, set()) | streamed, options)
         if self.active:
             log.info("subscribed: %s", ", ".join(f"{s.pubsubname}/{s.topic}" for s in self.active))
 
@@ -248,6 +250,9 @@ class Subscriptions:
         if not binding.may_subscribe(self.sidecar.app_id, subscription.topic):
             log.warning("%s: not allowed for app id %r by the component's scopes; ignored", where,
                         self.sidecar.app_id)
+            return False
+        if (subscription.pubsubname, subscription.topic) in self.streams:
+            log.warning("%s: the topic is taken by a streaming subscription; ignored", where)
             return False
         try:
             subscription.compile()
@@ -401,8 +406,76 @@ class Subscriptions:
         log.warning("%s/%s: message sent to dead-letter topic %s", binding.name, message.topic, topic)
         return Outcome.SUCCESS
 
+    # -- streaming subscriptions (gRPC SubscribeTopicEventsAlpha1) -------------------------
+
+    async def open_stream(self, binding: PubSubBinding, topic: str, metadata: dict[str, str],
+                          dead_letter_topic: str | None) -> StreamSubscriber:
+        """A subscription whose deliveries go to one gRPC stream until ``close_stream``.
+
+        The first stream on a (pubsub, topic) subscribes the component with the app's consumer
+        group; later streams on it share that subscription and its messages, one each.
+        Raises ValueError when the app itself subscribes the topic.
+        """
+        key = (binding.name, topic)
+        if self._stopping:
+            raise ValueError("subscriber is closed")
+        if any(s.kind != "STREAMING" and (s.pubsubname, s.topic) == key for s in self.active):
+            raise ValueError(f"the app already subscribes to pubsub {binding.name!r} topic {topic!r}")
+        # daprd's streaming subscription: every event goes to the stream on the route "/".
+        subscription = TopicSubscription(binding.name, topic, [], "/", dict(metadata), dead_letter_topic or None,
+                                         None, "STREAMING")  # fmt: skip
+        subscription.compile()
+        stream = StreamSubscriber(subscription, binding)
+        hub = self.streams.get(key)
+        if hub is None:
+            hub = self.streams[key] = StreamTopic(self, binding, topic)
+            metrics = getattr(self.sidecar, "metrics", None)
+            handle = hub.handle if metrics is None else metrics.pubsub_ingress(hub.handle, binding.name, topic)
+            try:
+                await binding.component.subscribe(topic, handle, self._options(binding))
+            except BaseException:
+                del self.streams[key]
+                raise
+        hub.attach(stream)
+        self.active.append(subscription)
+        log.info("streaming subscription to %s/%s opened", binding.name, topic)
+        return stream
+
+    def close_stream(self, stream: StreamSubscriber) -> None:
+        """The stream ended: what it was sent and did not settle goes to another stream later."""
+        subscription = stream.subscription
+        if subscription in self.active:
+            self.active.remove(subscription)
+            log.info("streaming subscription to %s/%s closed", subscription.pubsubname, subscription.topic)
+        hub = self.streams.get((subscription.pubsubname, subscription.topic))
+        if hub is not None:
+            hub.detach(stream)
+        stream.close()
+
+    async def deliver_stream(self, stream: StreamSubscriber, message: Message) -> Outcome:
+        """One message to one stream, with the app delivery's expiry, retry and dead-letter rules."""
+        subscription, binding = stream.subscription, stream.binding
+        prepared = self.event(subscription, binding, message)
+        if prepared is None:
+            log.error("%s/%s: a message that is not a CloudEvent (use rawPayload for plain payloads)",
+                      binding.name, message.topic)
+            return await self.dead_letter(subscription, binding, message, Outcome.DROP)
+        event = prepared[1]
+        if cloudevents.expired(event, time.time()):
+            log.warning("%s/%s: event %s expired; dropped", binding.name, message.topic, event.get("id"))
+            return await self.dead_letter(subscription, binding, message, Outcome.DROP)
+        outcome = await stream.deliver(event, message.topic, binding.delivery_timeout)
+        if outcome is None:  # the stream closed first: redelivered, and not the subscriber's failure
+            return Outcome.RETRY
+        return await self.settle(subscription, binding, message, outcome)
+
     async def stop(self, grace: float) -> None:
-        """Take no new messages; let deliveries in flight finish within ``grace`` seconds."""
+        """Take no new messages; let deliveries in flight finish within ``grace`` seconds.
+
+        Open streams can still answer during the wait; then they end, and what they did not
+        settle stays with the broker.
+        """
+        self._stopping = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
         for binding in self.sidecar.pubsubs.values():
@@ -411,6 +484,9 @@ class Subscriptions:
             await asyncio.wait_for(self._idle.wait(), grace)
         except asyncio.TimeoutError:
             log.warning("%d deliveries still in flight after %.1f s; they will be redelivered", self.in_flight, grace)
+        for hub in list(self.streams.values()):
+            for stream in list(hub.streams):
+                self.close_stream(stream)
 
 
 def _report(task: asyncio.Task) -> None:
@@ -518,3 +594,101 @@ def _statuses(body: bytes) -> list[tuple[str, Outcome]]:
             out.append((item["entryId"], {"SUCCESS": Outcome.SUCCESS, "DROP": Outcome.DROP}.get(status,
                                                                                             Outcome.RETRY)))
     return out
+
+
+STREAM_WAIT = 1.0  # seconds a message waits for a stream before the component hands it over again
+
+
+class StreamTopic:
+    """The component subscription behind the streams on one (pubsub, topic).
+
+    The component has no way to drop one topic, so the subscription outlives its streams:
+    a message that arrives while no stream is open stays unacknowledged with the broker (in
+    the embedded broker's session, on disk) and goes to the next stream that opens.
+    """
+
+    def __init__(self, runtime: Subscriptions, binding: PubSubBinding, topic: str) -> None:
+        self.runtime = runtime
+        self.binding = binding
+        self.topic = topic
+        self.streams: list[StreamSubscriber] = []
+        self._attached = asyncio.Event()
+        self._turn = 0
+
+    def attach(self, stream: StreamSubscriber) -> None:
+        self.streams.append(stream)
+        self._attached.set()
+
+    def detach(self, stream: StreamSubscriber) -> None:
+        if stream in self.streams:
+            self.streams.remove(stream)
+        if not self.streams:
+            self._attached.clear()
+
+    async def handle(self, message: Message) -> Outcome:
+        if not self.streams:
+            try:
+                await asyncio.wait_for(self._attached.wait(), STREAM_WAIT)
+            except TimeoutError:
+                return Outcome.RETRY
+            if not self.streams:
+                return Outcome.RETRY
+        self._turn = (self._turn + 1) % len(self.streams)
+        stream = self.streams[self._turn]
+        self.runtime._begin()
+        try:
+            return await self.runtime.deliver_stream(stream, message)
+        finally:
+            self.runtime._end()
+
+
+class StreamSubscriber:
+    """One open stream: events leave through ``outbox``, the client's answers come in through ``answer``.
+
+    ``outbox`` holds (CloudEvent, topic) pairs; ``None`` means the stream is over.
+    """
+
+    def __init__(self, subscription: TopicSubscription, binding: PubSubBinding) -> None:
+        self.subscription = subscription
+        self.binding = binding
+        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.closed = False
+        self._waiting: dict[str, asyncio.Future] = {}  # event id -> the answer
+
+    async def deliver(self, event: dict, topic: str, timeout: float) -> Outcome | None:
+        """The client's answer; RETRY when it takes longer than ``timeout``; None when the stream closed."""
+        event_id = str(event.get("id", ""))
+        while event_id in self._waiting and not self.closed:  # the same id in flight: answers could not be told apart
+            await asyncio.wait({self._waiting[event_id]})
+        if self.closed:
+            return None
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[event_id] = future
+        self.outbox.put_nowait((event, topic))
+        try:
+            done, _ = await asyncio.wait({future}, timeout=timeout)
+        finally:
+            if self._waiting.get(event_id) is future:
+                del self._waiting[event_id]
+            if not future.done():
+                future.set_result(None)
+        if not done:
+            log.warning("%s/%s: the stream did not answer for event %s within %.0f s", self.binding.name, topic,
+                        event_id, timeout)
+            return Outcome.RETRY
+        return future.result()
+
+    def answer(self, event_id: str, outcome: Outcome) -> None:
+        """An answer for an id not in flight (late, or never sent) is ignored, as daprd ignores it."""
+        future = self._waiting.get(event_id)
+        if future is not None and not future.done():
+            future.set_result(outcome)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_result(None)
+        self.outbox.put_nowait(None)
