@@ -3,8 +3,9 @@ PYTHON ?= python3
 
 # Debian packages the tests and benches drive: mosquitto_pub/sub (MQTT clients written in
 # C), mosquitto (the reference broker of bench/bench_mqtt.py), openssl (TLS test
-# certificates), wrk (bench/bench_http.py), systemd (systemd-analyze checks the shipped units).
-DEBIAN_PACKAGES = mosquitto mosquitto-clients openssl wrk systemd
+# certificates), wrk (bench/bench_http.py), nghttp2-client (h2load: bench/bench_grpc.py),
+# systemd (systemd-analyze checks the shipped units).
+DEBIAN_PACKAGES = mosquitto mosquitto-clients openssl wrk nghttp2-client systemd
 
 .PHONY: install install-test system-deps compile example test bench clean arm-wheels arm-test
 
