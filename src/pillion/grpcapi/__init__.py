@@ -22,10 +22,22 @@ def installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("grpc", "dapr"))
 
 
-def all_methods() -> dict:
-    """RPC name -> handler(sidecar, request, context), from every module in ``MODULES``."""
+# The API name of an RPC in ``spec.api`` rules: its module's name, but for these.
+_MODULE_APIS = {"pubsub": "publish"}
+_RPC_APIS = {"Shutdown": "shutdown", "UnlockAlpha1": "unlock", "SubscribeTopicEventsAlpha1": "subscribe"}
+
+
+def api_of(module: str, rpc: str) -> tuple[str, str]:
+    """(API name, version) of an RPC for ``spec.api`` rules: ``("state", "v1")``, ``("lock", "v1alpha1")``."""
+    return _RPC_APIS.get(rpc) or _MODULE_APIS.get(module, module), "v1alpha1" if rpc.endswith("Alpha1") else "v1"
+
+
+def all_methods(serves=lambda name, version: True) -> dict:
+    """RPC name -> handler(sidecar, request, context) of every module in ``MODULES``, for
+    each RPC whose API ``serves(name, version)`` allows."""
     methods: dict = {}
-    for name in MODULES:
-        module = importlib.import_module(f"{__name__}.{name}")
-        methods.update(module.METHODS)
+    for module_name in MODULES:
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        methods.update((rpc, handler) for rpc, handler in module.METHODS.items()
+                       if serves(*api_of(module_name, rpc)))
     return methods

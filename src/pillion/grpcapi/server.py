@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import inspect
 import logging
+from functools import partial
 
 import grpc
 from dapr.proto.runtime.v1 import dapr_pb2
@@ -19,6 +20,7 @@ from google.protobuf import any_pb2, message_factory
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
+from ..api.access import serves
 from ..errors import DaprError, grpc_code
 from . import all_methods
 
@@ -83,17 +85,17 @@ def _serialize(message) -> bytes:
 
 
 def method_handlers(sidecar, api_token: str | None) -> dict:
-    """RPC name -> grpc handler for every RPC ``all_methods()`` implements; gRPC answers UNIMPLEMENTED for the rest.
+    """RPC name -> grpc handler for every RPC ``all_methods()`` implements and ``spec.api`` lets
+    this front serve; gRPC answers UNIMPLEMENTED for the rest.
 
     Built from the service descriptor, so the streaming shape and message types are daprd's.
     """
     token = api_token.encode() if api_token else None
-    methods = all_methods()
-    unknown = set(methods) - set(SERVICE.methods_by_name)
+    unknown = set(all_methods()) - set(SERVICE.methods_by_name)
     if unknown:
         raise RuntimeError(f"not RPCs of {SERVICE.full_name}: {sorted(unknown)}")
     handlers = {}
-    for name, handler in methods.items():
+    for name, handler in all_methods(partial(serves, sidecar.configuration, "grpc")).items():
         method = SERVICE.methods_by_name[name]
         parse = _parser(message_factory.GetMessageClass(method.input_type))
         if method.client_streaming:

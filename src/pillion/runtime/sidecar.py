@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from .._version import __version__
 from ..api import all_endpoints
+from ..api.access import http_version, serves
 from ..api.dispatch import Dispatcher
 from ..api.invoke import invoke_by_header
 from ..api.lock import LockStoreBinding, lock_key_prefix
@@ -222,7 +223,8 @@ class Sidecar:
             body_timeout=opts.body_timeout, keepalive_timeout=opts.idle_timeout, body_budget=body_budget(),
         )
         api = HttpServer(chain(self._api_middleware() + self._pipeline("httpPipeline"),
-                               Dispatcher(self, all_endpoints(), opts.api_token, invoke_by_header)), limits)
+                               Dispatcher(self, self._served_endpoints(), opts.api_token,
+                                          invoke_by_header if self._serves_http("invoke", "v1.0") else None)), limits)
         if self.tracer is not None:  # server spans around the pipeline: they see what middleware answers
             api.handler = self.tracer.api(api.handler)
         if self.metrics is not None:  # outermost: middleware answers are counted too
@@ -264,6 +266,13 @@ class Sidecar:
             __version__, self.app_id, self.http_port, f"gRPC API on port {self.grpc_port}, " if self.grpc_port else "",
             self.internal_port, len(self.components),
         )
+
+    def _serves_http(self, name: str, version: str) -> bool:
+        return serves(self.configuration, "http", name, version)
+
+    def _served_endpoints(self) -> tuple:
+        """The HTTP API less what ``spec.api`` takes away (health checks are always served)."""
+        return tuple(e for e in all_endpoints() if e.public or self._serves_http(e.group, http_version(e.route)))
 
     async def _start_grpc(self, limits: Limits) -> None:
         """The gRPC API on the same loop, when the extra is installed (or the port asked for)."""
