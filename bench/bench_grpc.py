@@ -35,23 +35,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_http as b  # noqa: E402
+from bench_state import COMPONENT  # noqa: E402 - state.lmdb, every write fsync'd
 
 APP_ID = "bench"
 STORE = "statestore"
 VALUE = {"device": "edge-gw-07", "temperature": 21.5, "humidity": 48, "tags": ["bench", "state"], "ok": True}
-
-COMPONENT = """\
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: statestore
-spec:
-  type: state.lmdb
-  version: v1
-  metadata:
-  - name: path
-    value: "{path}"
-"""
 
 
 def grpc_frame(message) -> bytes:
@@ -110,8 +98,8 @@ def check_grpc(port: int) -> None:
 
 def h2load(url: str, args: list[str], duration: float, warmup: float, conns: int, log: Path) -> dict:
     """One h2load run: req/s from its summary, p50/p99 from its per-request log."""
-    command = ["h2load", "-c", str(conns), "-t", "1", "-m", "1", "-D", f"{duration:g}",
-               "--warm-up-time", f"{warmup:g}", "--log-file", str(log), *args, url]
+    command = ["h2load", "-c", str(conns), "-t", "1", "-m", "1", "-D", f"{round(duration * 1000)}ms",
+               "--warm-up-time", f"{round(warmup * 1000)}ms", "--log-file", str(log), *args, url]
     out = subprocess_run(command)
     rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
@@ -214,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="pillion-bench-grpc-"))
     (tmp / "resources").mkdir()
-    (tmp / "resources" / "state.yaml").write_text(COMPONENT.format(path=tmp / "state"))
+    (tmp / "resources" / "state.yaml").write_text(COMPONENT.format(name=STORE, path=tmp / "state"))
     env = b.child_env(tmp)
     children: list[b.Child] = []
     try:
