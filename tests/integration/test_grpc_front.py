@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import urllib.request
 
 import pytest
 
@@ -141,3 +142,29 @@ def test_run_gives_the_app_the_grpc_port(tmp_path):
     assert out.returncode == 0, out.stderr
     env = json.loads(out.stdout.splitlines()[0].removeprefix("== APP == "))
     assert env == {"DAPR_HTTP_PORT": str(http_port), "DAPR_GRPC_PORT": str(grpc_port)}
+
+
+def test_calls_are_counted_in_metrics_and_logged_by_api_logging(sidecar):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from dapr.proto.runtime.v1 import state_pb2
+
+    metrics_port = free_port()
+    sc = grpc_sidecar(sidecar, "observed", "--enable-api-logging", "--metrics-port", str(metrics_port))
+    channel, stub = _stub(sc.grpc_port)
+    with channel:
+        stub.GetMetadata(metadata_pb2.GetMetadataRequest(), timeout=5)
+        stub.GetMetadata(metadata_pb2.GetMetadataRequest(), timeout=5)
+        with pytest.raises(grpc.RpcError):
+            stub.GetState(state_pb2.GetStateRequest(store_name="none", key="k"), timeout=5)
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+        families = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+    completed = {(s.labels["grpc_server_method"], s.labels["grpc_server_status"]): s.value
+                 for s in families["dapr_grpc_io_server_completed_rpcs"].samples}
+    assert completed[("/dapr.proto.runtime.v1.Dapr/GetMetadata", "OK")] == 2
+    assert completed[("/dapr.proto.runtime.v1.Dapr/GetState", "FAILED_PRECONDITION")] == 1  # no state store
+    assert "dapr_grpc_io_server_server_latency" in families
+    lines = [line for line in sc.output().splitlines() if "gRPC API Called" in line]
+    assert any("method=/dapr.proto.runtime.v1.Dapr/GetMetadata code=OK" in line and "app_id=observed" in line
+               for line in lines)
+    assert any("method=/dapr.proto.runtime.v1.Dapr/GetState code=FAILED_PRECONDITION" in line for line in lines)

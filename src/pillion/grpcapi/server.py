@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import inspect
 import logging
+import time
 from functools import partial
 
 import grpc
@@ -35,10 +36,10 @@ _MESSAGE_OPTIONS = ("grpc.max_receive_message_length", "grpc.max_send_message_le
 class GrpcApi:
     """The ``dapr.proto.runtime.v1.Dapr`` service; ``shutdown`` and ``ports`` as ``HttpServer``'s."""
 
-    def __init__(self, sidecar, api_token: str | None, max_message: int):
+    def __init__(self, sidecar, api_token: str | None, max_message: int, observe=None):
         self._server = grpc.aio.server(options=[(name, max_message) for name in _MESSAGE_OPTIONS])
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            SERVICE.full_name, method_handlers(sidecar, api_token)),))
+            SERVICE.full_name, method_handlers(sidecar, api_token, observe)),))
         self._ports: list[int] = []
 
     async def listen(self, address: str, port: int) -> None:
@@ -84,11 +85,12 @@ def _serialize(message) -> bytes:
     return message.SerializeToString()
 
 
-def method_handlers(sidecar, api_token: str | None) -> dict:
+def method_handlers(sidecar, api_token: str | None, observe=None) -> dict:
     """RPC name -> grpc handler for every RPC ``all_methods()`` implements and ``spec.api`` lets
     this front serve; gRPC answers UNIMPLEMENTED for the rest.
 
     Built from the service descriptor, so the streaming shape and message types are daprd's.
+    ``observe(method, status name, start time)`` sees every call once it ends (metrics, API log).
     """
     token = api_token.encode() if api_token else None
     unknown = set(all_methods()) - set(SERVICE.methods_by_name)
@@ -103,8 +105,10 @@ def method_handlers(sidecar, api_token: str | None) -> dict:
         else:
             make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
         wrap = _streaming if method.server_streaming else _unary
-        handlers[name] = make(wrap(sidecar, handler, token, method.client_streaming),
-                              request_deserializer=parse, response_serializer=_serialize)
+        call = wrap(sidecar, handler, token, method.client_streaming)
+        if observe is not None:
+            call = _observed(call, f"/{SERVICE.full_name}/{name}", observe, method.server_streaming)
+        handlers[name] = make(call, request_deserializer=parse, response_serializer=_serialize)
     return handlers
 
 
@@ -158,6 +162,34 @@ def _streaming(sidecar, handler, token, client_streaming):
             await _abort(context, DaprError("ERROR", f"{type(exc).__name__}: {exc}"))
 
     return call
+
+
+def _status_name(context) -> str:
+    code = context.code()
+    return "OK" if code is None else code.name
+
+
+def _observed(call, method: str, observe, streaming: bool):
+    """``call`` reporting its end to ``observe`` with the status it ended with."""
+    if streaming:
+        async def observed_stream(request, context):
+            started = time.perf_counter()
+            try:
+                async for message in call(request, context):
+                    yield message
+            finally:
+                observe(method, _status_name(context), started)
+
+        return observed_stream
+
+    async def observed(request, context):
+        started = time.perf_counter()
+        try:
+            return await call(request, context)
+        finally:
+            observe(method, _status_name(context), started)
+
+    return observed
 
 
 def _check_token(context, token: bytes | None) -> None:

@@ -38,6 +38,13 @@ class ApiLogging(HttpMiddleware):
                 log.info("HTTP API Called: method=%s path=%s code=%d duration=%.3fms app_id=%s", request.method,
                          path, status, (time.perf_counter() - started) * 1000, self.app_id)
 
+    def grpc_called(self, method: str, code: str, started: float) -> None:
+        """The gRPC front's line for one call (``method`` is the full ``/package.Service/Method``)."""
+        if self.omit_health_checks and method.endswith("/Healthz"):
+            return
+        log.info("gRPC API Called: method=%s code=%s duration=%.3fms app_id=%s", method, code,
+                 (time.perf_counter() - started) * 1000, self.app_id)
+
     async def handle_app(self, call, next):
         return await next(call)
 

@@ -358,6 +358,12 @@ class SidecarMetrics:
                    self.http_server_latency, 0)
         r.sum_view("dapr_http_server_response_bytes", "HTTP response body bytes (count and sum).",
                    self.http_server_latency, 1)
+        # gRPC server (the gRPC API, with the grpc extra): daprd's ocgrpc names.
+        self.grpc_server_latency = r.histogram(
+            "dapr_grpc_io_server_server_latency", "Latency of gRPC calls served (ms).",
+            ("grpc_server_method", "grpc_server_status"))
+        r.count_view("dapr_grpc_io_server_completed_rpcs", "Count of gRPC calls served, by method and status.",
+                     self.grpc_server_latency)
         # HTTP client (calls into the app).
         self.http_client_latency = r.histogram(
             "dapr_http_client_roundtrip_latency", "End-to-end latency of calls into the app (ms).",

@@ -290,12 +290,27 @@ class Sidecar:
         from ..grpcapi.server import GrpcApi
 
         self.lifecycle.status(f"opening the gRPC API on port {port or DEFAULT_GRPC_PORT}")
-        api = GrpcApi(self, self.options.api_token, limits.max_body)
+        api = GrpcApi(self, self.options.api_token, limits.max_body, self._grpc_observer())
         for address in self.options.listen_addresses:
             await api.listen(address, DEFAULT_GRPC_PORT if port is None else port)
         await api.start()
         self.servers.append(api)
         self.grpc_port = api.ports()[0]
+
+    def _grpc_observer(self):
+        """What sees each gRPC call when it ends: the metrics and the API log, if on (else None)."""
+        api_log = self._api_log()
+        metrics = self.metrics
+        if api_log is None and metrics is None:
+            return None
+
+        def observe(method: str, code: str, started: float) -> None:
+            if metrics is not None:
+                metrics.grpc_server_latency.observe((method, code), (time.perf_counter() - started) * 1000)
+            if api_log is not None:
+                api_log.grpc_called(method, code, started)
+
+        return observe
 
     def _create_components(self) -> None:
         opts = self.options
@@ -356,11 +371,15 @@ class Sidecar:
 
     def _api_middleware(self) -> list:
         """Pillion's own steps in front of the Configuration's httpPipeline."""
+        api_log = self._api_log()
+        return [api_log] if api_log is not None else []
+
+    def _api_log(self):
+        """The API logger (``--enable-api-logging`` or the Configuration's), or None."""
         from .apilog import from_settings
 
-        api_log = from_settings(self.app_id, self.options.api_logging,
-                                self.configuration.spec if self.configuration is not None else None)
-        return [api_log] if api_log is not None else []
+        return from_settings(self.app_id, self.options.api_logging,
+                             self.configuration.spec if self.configuration is not None else None)
 
     async def _start_metrics(self) -> None:
         """The Prometheus listener (daprd's ``--metrics-port``); off when the port is taken, as for MQTT."""
