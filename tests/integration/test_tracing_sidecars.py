@@ -299,3 +299,40 @@ def test_state_call_span_has_daprs_attributes(tmp_path, sidecar, collectors):
     assert (saved["tags"]["db.system"], saved["tags"]["db.name"]) == ("state", "statestore")
     assert saved["tags"]["dapr.status_code"] == "204" and "error" not in saved["tags"]
     assert failed["tags"]["error"] == "Code(400): Bad Request" and failed["tags"]["db.name"] == "nostore"
+
+
+def test_grpc_calls_are_server_spans_and_invocation_continues_their_trace(tmp_path, sidecar, echo_app, collectors):
+    grpc = pytest.importorskip("grpc", reason="the grpc extra (pip install 'pillion[grpc]') is not installed")
+    from dapr.proto.common.v1 import common_pb2
+    from dapr.proto.runtime.v1 import dapr_pb2_grpc, invoke_pb2, metadata_pb2
+
+    from pillion._testing import free_port
+
+    zipkin, _ = collectors
+    app_b = echo_app(env={**os.environ, "APP_ID": "appb"})
+    sidecar("appb", "--app-port", str(app_b.port), "--config", _config(tmp_path, "b", "1", zipkin, None))
+    grpc_port = free_port()
+    sidecar("appa", "--config", _config(tmp_path, "a", "1", zipkin, None), "--dapr-grpc-port", str(grpc_port))
+    trace_id, app_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    traceparent = (("traceparent", f"00-{trace_id}-{app_span}-01"),)
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        stub = dapr_pb2_grpc.DaprStub(channel)
+        stub.GetMetadata(metadata_pb2.GetMetadataRequest(), metadata=traceparent, timeout=5)
+        reply = stub.InvokeService(invoke_pb2.InvokeServiceRequest(id="appb", message=common_pb2.InvokeRequest(
+            method="orders/2", http_extension=common_pb2.HTTPExtension(verb=common_pb2.HTTPExtension.Verb.POST))),
+            metadata=traceparent, timeout=10)
+    got = TRACEPARENT.fullmatch(_app_traceparent(json.loads(reply.data.value)))
+    assert got is not None and got.group(1) == trace_id
+
+    wait_for(lambda: len(zipkin.trace(trace_id)) >= 4, timeout=10, what="4 spans at zipkin")
+    spans = zipkin.trace(trace_id)
+    served = [s for s in spans if s["service"] == "appa"]
+    assert sorted(s["name"] for s in served) == ["/dapr.proto.runtime.v1.Dapr/GetMetadata",
+                                                  "/dapr.proto.runtime.v1.Dapr/InvokeService"]
+    for span in served:
+        assert (span["kind"], span["parentId"]) == ("SERVER", app_span)
+        assert (span["tags"]["dapr.protocol"], span["tags"]["dapr.status_code"]) == ("grpc", "OK")
+    invoke = next(s for s in served if s["name"].endswith("/InvokeService"))
+    internal = next(s for s in spans if s["service"] == "appb" and s["kind"] == "SERVER")
+    assert internal["parentId"] == invoke["id"]  # sidecar B continues from sidecar A's gRPC span
+    assert not zipkin.rejected

@@ -21,6 +21,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from ..api import invoke as http_invoke
+from ..runtime.tracing.context import current
 
 PROTOBUF = "application/x-protobuf"
 HTTP_STATUS_KEY = "dapr-http-status"
@@ -71,12 +72,15 @@ def dapr_prefixed(key: str) -> str:
 
 
 def _request_headers(context, content_type: str) -> list[tuple[bytes, bytes]]:
+    span = current.get()  # this call's server span, when tracing records it: the callee continues from it
     headers = []
     for key, value in context.invocation_metadata() or ():
         key = key.lower()
-        if key.endswith("-bin") or key in _SKIP_REQUEST:
+        if key.endswith("-bin") or key in _SKIP_REQUEST or (span is not None and key == "traceparent"):
             continue
         headers.append((dapr_prefixed(key).encode(), value.encode() if isinstance(value, str) else value))
+    if span is not None:
+        headers.append((b"traceparent", span.context.traceparent().encode()))
     if content_type:
         headers.append((b"content-type", content_type.encode()))
     return headers

@@ -36,10 +36,10 @@ _MESSAGE_OPTIONS = ("grpc.max_receive_message_length", "grpc.max_send_message_le
 class GrpcApi:
     """The ``dapr.proto.runtime.v1.Dapr`` service; ``shutdown`` and ``ports`` as ``HttpServer``'s."""
 
-    def __init__(self, sidecar, api_token: str | None, max_message: int, observe=None):
+    def __init__(self, sidecar, api_token: str | None, max_message: int, hooks=()):
         self._server = grpc.aio.server(options=[(name, max_message) for name in _MESSAGE_OPTIONS])
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            SERVICE.full_name, method_handlers(sidecar, api_token, observe)),))
+            SERVICE.full_name, method_handlers(sidecar, api_token, hooks)),))
         self._ports: list[int] = []
 
     async def listen(self, address: str, port: int) -> None:
@@ -85,12 +85,13 @@ def _serialize(message) -> bytes:
     return message.SerializeToString()
 
 
-def method_handlers(sidecar, api_token: str | None, observe=None) -> dict:
+def method_handlers(sidecar, api_token: str | None, hooks=()) -> dict:
     """RPC name -> grpc handler for every RPC ``all_methods()`` implements and ``spec.api`` lets
     this front serve; gRPC answers UNIMPLEMENTED for the rest.
 
     Built from the service descriptor, so the streaming shape and message types are daprd's.
-    ``observe(method, status name, start time)`` sees every call once it ends (metrics, API log).
+    Each hook's ``begin(method, context)`` runs before every call and its ``end(method, state,
+    context)`` after it (``CallTiming``, tracing's ``GrpcServerSpans``).
     """
     token = api_token.encode() if api_token else None
     unknown = set(all_methods()) - set(SERVICE.methods_by_name)
@@ -106,8 +107,8 @@ def method_handlers(sidecar, api_token: str | None, observe=None) -> dict:
             make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
         wrap = _streaming if method.server_streaming else _unary
         call = wrap(sidecar, handler, token, method.client_streaming)
-        if observe is not None:
-            call = _observed(call, f"/{SERVICE.full_name}/{name}", observe, method.server_streaming)
+        if hooks:
+            call = _hooked(call, f"/{SERVICE.full_name}/{name}", hooks, method.server_streaming)
         handlers[name] = make(call, request_deserializer=parse, response_serializer=_serialize)
     return handlers
 
@@ -164,32 +165,48 @@ def _streaming(sidecar, handler, token, client_streaming):
     return call
 
 
-def _status_name(context) -> str:
+def status_name(context) -> str:
+    """The name of the status a call ended with (``OK`` unless it was aborted)."""
     code = context.code()
     return "OK" if code is None else code.name
 
 
-def _observed(call, method: str, observe, streaming: bool):
-    """``call`` reporting its end to ``observe`` with the status it ended with."""
+class CallTiming:
+    """A hook giving ``observe(method, status name, start time)`` every call once it ends (metrics, API log)."""
+
+    def __init__(self, observe):
+        self.observe = observe
+
+    def begin(self, method: str, context) -> float:
+        return time.perf_counter()
+
+    def end(self, method: str, started: float, context) -> None:
+        self.observe(method, status_name(context), started)
+
+
+def _hooked(call, method: str, hooks, streaming: bool):
+    """``call`` between its hooks' ``begin`` and ``end`` (in reverse order)."""
     if streaming:
-        async def observed_stream(request, context):
-            started = time.perf_counter()
+        async def hooked_stream(request, context):
+            states = [hook.begin(method, context) for hook in hooks]
             try:
                 async for message in call(request, context):
                     yield message
             finally:
-                observe(method, _status_name(context), started)
+                for hook, state in zip(reversed(hooks), reversed(states)):
+                    hook.end(method, state, context)
 
-        return observed_stream
+        return hooked_stream
 
-    async def observed(request, context):
-        started = time.perf_counter()
+    async def hooked(request, context):
+        states = [hook.begin(method, context) for hook in hooks]
         try:
             return await call(request, context)
         finally:
-            observe(method, _status_name(context), started)
+            for hook, state in zip(reversed(hooks), reversed(states)):
+                hook.end(method, state, context)
 
-    return observed
+    return hooked
 
 
 def _check_token(context, token: bytes | None) -> None:

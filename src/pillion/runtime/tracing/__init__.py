@@ -27,7 +27,7 @@ import logging
 
 from .context import SpanContext, current, parse_traceparent
 from .export import Batcher, Destination
-from .spans import AppSpans, Sampler, ServerSpans, Span, describe_api, describe_internal
+from .spans import AppSpans, GrpcServerSpans, Sampler, ServerSpans, Span, describe_api, describe_internal
 
 __all__ = [
     "Sampler",
@@ -61,6 +61,10 @@ class Tracer:
     def internal(self, handler) -> ServerSpans:
         """``handler`` (the internal listener's) with ``CallLocal`` server spans around it."""
         return ServerSpans(self, handler, describe_internal)
+
+    def grpc_spans(self) -> GrpcServerSpans:
+        """The gRPC front's hook: a server span around each call."""
+        return GrpcServerSpans(self)
 
     def app_call(self, call, host: str, port: int) -> AppSpans:
         """``AppChannel.call`` with client spans around each call into the app."""

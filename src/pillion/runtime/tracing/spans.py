@@ -225,6 +225,53 @@ def describe_internal(tracer, span: Span, request) -> None:
     attributes["dapr.status_code"] = str(span.status)
 
 
+class GrpcServerSpans:
+    """Server spans around the gRPC front's calls: a hook of ``grpcapi.server`` (``begin``/``end``).
+
+    The parent comes from the call's ``traceparent``/``tracestate`` metadata; the span is
+    named by the full method, as daprd's gRPC server spans are, and is current while the
+    call runs, so what it calls (the app, another sidecar) continues the trace.
+    """
+
+    # The HTTP status a gRPC status stands for in the span's status (Dapr's exporters read HTTP codes).
+    _HTTP = {"OK": 200, "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400,
+             "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404, "ABORTED": 409,
+             "ALREADY_EXISTS": 409, "RESOURCE_EXHAUSTED": 429, "CANCELLED": 499, "UNIMPLEMENTED": 501,
+             "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504}
+
+    def __init__(self, tracer):
+        self.tracer = tracer
+
+    def begin(self, method: str, context):
+        raw = state = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "traceparent":
+                raw = value.encode() if isinstance(value, str) else value
+            elif key == "tracestate":
+                state = value.encode() if isinstance(value, str) else value
+        parent = parse_traceparent(raw, state) if raw else None
+        child = _child([], raw, parent, self.tracer.sampler.rate)
+        if child is None:
+            return None
+        span = Span(child, parent.span_id if parent is not None else "", method, SERVER, time_ns())
+        service, _, rpc = method.lstrip("/").rpartition("/")
+        span.attributes.update({"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc,
+                                "dapr.protocol": "grpc", "dapr.api": method})
+        return span, current.set(span)
+
+    def end(self, method: str, started, context) -> None:
+        if started is None:
+            return
+        span, token = started
+        current.reset(token)
+        span.end_ns = time_ns()
+        code = context.code()
+        name = "OK" if code is None else code.name
+        span.status = self._HTTP.get(name, 500)
+        span.attributes["dapr.status_code"] = name
+        self.tracer.record(span)
+
+
 class AppSpans:
     """Client spans around ``AppChannel.call``: every call into the app (invocation, deliveries, bindings, actors)."""
 
