@@ -121,7 +121,7 @@ def test_init_list_stop(tmp_path):
     assert json.loads(_pillion(tmp_path, "list", "-o", "json").stdout) == []
 
     ports = [free_port(), free_port()]
-    procs = [Process(pillion_command("sidecar", "--app-id", f"svc{i}", "--dapr-http-port", str(p)),
+    procs = [Process(pillion_command("sidecar", "--app-id", f"svc{i}", "--dapr-http-port", str(p), "--dapr-grpc-port", "0"),
                      tmp_path / f"svc{i}.log", env=_env(tmp_path)) for i, p in enumerate(ports)]
     for p in ports:
         wait_for(lambda: http_status(p, "/v1.0/healthz") == 204, what="healthz")

@@ -210,7 +210,8 @@ def test_envelope_and_subscription_records_follow_daprd():
     """The pure conversions: TopicEventRequest.data by content type, and ListTopicSubscriptions entries."""
     from dapr.proto.runtime.v1 import appcallback_pb2
 
-    from pillion.runtime.app_channel_grpc import _envelope_data, topic_event_request, topic_subscription
+    from pillion.grpcapi.events import _envelope_data, topic_event_request
+    from pillion.runtime.app_channel_grpc import topic_subscription
 
     assert _envelope_data({"datacontenttype": "application/json", "data": {"b": 1, "a": [2]}}) == b'{"a":[2],"b":1}'
     assert _envelope_data({"datacontenttype": "text/plain; charset=utf-8", "data": "hi"}) == b"hi"

@@ -32,11 +32,19 @@ def _stub(port: int):
     return channel, dapr_pb2_grpc.DaprStub(channel)
 
 
-def test_without_a_grpc_port_nothing_of_grpc_is_loaded(sidecar):
+def _has_module(pid: int, name: str) -> bool:
+    with open(f"/proc/{pid}/maps") as f:
+        return name in f.read()
+
+
+def test_the_grpc_front_needs_no_grpcio(sidecar):
+    """The front speaks HTTP/2 itself: grpcio's library is not even mapped, with or without it."""
     plain = sidecar("plain")  # the fixture's --dapr-grpc-port 0
     served = grpc_sidecar(sidecar, "served")
-    assert not _maps_grpc(plain.proc.pid)
-    assert _maps_grpc(served.proc.pid)
+    with dapr_client(served) as client:
+        assert client.get_metadata().application_id == "served"
+    assert not _maps_grpc(plain.proc.pid) and not _maps_grpc(served.proc.pid)
+    assert not _has_module(plain.proc.pid, "_upb")  # without a gRPC port not even protobuf
     assert f"gRPC API on port {served.grpc_port}" in served.output()
 
 
@@ -168,3 +176,40 @@ def test_calls_are_counted_in_metrics_and_logged_by_api_logging(sidecar):
     assert any("method=/dapr.proto.runtime.v1.Dapr/GetMetadata code=OK" in line and "app_id=observed" in line
                for line in lines)
     assert any("method=/dapr.proto.runtime.v1.Dapr/GetState code=FAILED_PRECONDITION" in line for line in lines)
+
+
+def _frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(type, payload) of each HTTP/2 frame in ``data``."""
+    out, position = [], 0
+    while len(data) - position >= 9:
+        length = int.from_bytes(data[position:position + 3], "big")
+        out.append((data[position + 3], data[position + 9:position + 9 + length]))
+        position += 9 + length
+    return out
+
+
+def test_broken_http2_and_plain_http_get_goaway_and_a_close_and_the_fronts_keep_serving(sidecar):
+    sc = grpc_sidecar(sidecar, "sturdy")
+
+    def exchange(data: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", sc.grpc_port), timeout=5) as sock:
+            sock.sendall(data)
+            received = b""
+            while chunk := sock.recv(65536):  # until the server closes the connection
+                received += chunk
+            return received
+
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    protocol_error, frame_size_error, compression_error = 1, 6, 9
+    for data, code in (
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", protocol_error),  # not HTTP/2 at all
+        (preface + b"\x00\x40\x01\x00\x00\x00\x00\x00\x01" + b"\x00" * 16385, frame_size_error),  # over 16 KiB
+        (preface + b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00", protocol_error),  # WINDOW_UPDATE 0
+        (preface + b"\x00\x00\x03\x01\x05\x00\x00\x00\x01\xff\xff\xff", compression_error),  # bad header block
+    ):
+        goaways = [payload for kind, payload in _frames(exchange(data)) if kind == 7]
+        assert len(goaways) == 1 and int.from_bytes(goaways[0][4:8], "big") == code, (data[:40], goaways)
+    with dapr_client(sc) as client:
+        assert client.get_metadata().application_id == "sturdy"
+    assert request(sc.http_port, "GET", "/v1.0/healthz")[0] == 204
+

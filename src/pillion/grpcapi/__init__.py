@@ -18,8 +18,8 @@ MODULES = ("metadata", "state", "pubsub", "invoke", "bindings", "secrets", "conf
 
 
 def installed() -> bool:
-    """True when the ``grpc`` extra (grpcio and the Dapr stubs) is importable."""
-    return all(importlib.util.find_spec(name) is not None for name in ("grpc", "dapr"))
+    """True when the ``grpc`` extra (the Dapr stubs, hpack, and grpcio for gRPC apps) is importable."""
+    return all(importlib.util.find_spec(name) is not None for name in ("grpc", "dapr", "hpack"))
 
 
 # The API name of an RPC in ``spec.api`` rules: its module's name, but for these.

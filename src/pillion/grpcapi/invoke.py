@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import re
 
-import grpc
 from dapr.proto.common.v1 import common_pb2
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from ..api import invoke as http_invoke
 from ..runtime.tracing.context import current
+from .status import StatusCode
 
 PROTOBUF = "application/x-protobuf"
 HTTP_STATUS_KEY = "dapr-http-status"
@@ -38,10 +38,10 @@ _PERMANENT = frozenset((
 ))
 # daprd's CodeFromHTTPStatus: 2xx is OK, an unlisted status is UNKNOWN.
 _CODE_BY_HTTP = {
-    408: grpc.StatusCode.CANCELLED, 500: grpc.StatusCode.UNKNOWN, 400: grpc.StatusCode.INTERNAL,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED, 404: grpc.StatusCode.NOT_FOUND, 409: grpc.StatusCode.ALREADY_EXISTS,
-    403: grpc.StatusCode.PERMISSION_DENIED, 401: grpc.StatusCode.UNAUTHENTICATED,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED, 501: grpc.StatusCode.UNIMPLEMENTED, 503: grpc.StatusCode.UNAVAILABLE,
+    408: StatusCode.CANCELLED, 500: StatusCode.UNKNOWN, 400: StatusCode.INTERNAL,
+    504: StatusCode.DEADLINE_EXCEEDED, 404: StatusCode.NOT_FOUND, 409: StatusCode.ALREADY_EXISTS,
+    403: StatusCode.PERMISSION_DENIED, 401: StatusCode.UNAUTHENTICATED,
+    429: StatusCode.RESOURCE_EXHAUSTED, 501: StatusCode.UNIMPLEMENTED, 503: StatusCode.UNAVAILABLE,
 }
 
 
@@ -110,7 +110,7 @@ def _header(headers, name: bytes) -> str:
 
 async def _abort_http(context, status: int, body: bytes) -> None:
     """daprd's ErrorFromHTTPResponseCode."""
-    code = _CODE_BY_HTTP.get(status, grpc.StatusCode.UNKNOWN)
+    code = _CODE_BY_HTTP.get(status, StatusCode.UNKNOWN)
     text = _STATUS_TEXT.get(status, "")
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.ErrorInfo(reason=text, domain="dapr.io", metadata={

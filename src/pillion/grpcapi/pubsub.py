@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import grpc
 from dapr.proto.runtime.v1 import appcallback_pb2, pubsub_pb2
 from google.protobuf import empty_pb2
 
 from ..api import pubsub as http_pubsub
 from ..components.pubsub import Outcome
 from ..errors import DaprError
-from ..runtime import app_channel_grpc
+from .events import topic_event_request
+from .status import StatusCode
 
 log = logging.getLogger("pillion.grpcapi.pubsub")
 
@@ -84,17 +84,17 @@ async def subscribe_topic_events(sidecar, requests, context):
     first = await anext(requests, None)
     initial = first.initial_request if first is not None and first.HasField("initial_request") else None
     if initial is None:
-        await context.abort(grpc.StatusCode.UNKNOWN, "initial request is required")
+        await context.abort(StatusCode.UNKNOWN, "initial request is required")
     if not initial.pubsub_name:
-        await context.abort(grpc.StatusCode.UNKNOWN, "pubsubName is required")
+        await context.abort(StatusCode.UNKNOWN, "pubsubName is required")
     if not initial.topic:
-        await context.abort(grpc.StatusCode.UNKNOWN, "topic is required")
+        await context.abort(StatusCode.UNKNOWN, "topic is required")
     binding, topic = http_pubsub.lookup(sidecar, initial.pubsub_name, initial.topic, publishing=False)
     try:
         stream = await sidecar.subscriptions.open_stream(binding, topic, dict(initial.metadata),
                                                          initial.dead_letter_topic or None)
     except ValueError as exc:
-        await context.abort(grpc.StatusCode.UNKNOWN, str(exc))
+        await context.abort(StatusCode.UNKNOWN, str(exc))
     reader = asyncio.get_running_loop().create_task(_answers(requests, stream))
     try:
         yield _INITIAL
@@ -106,12 +106,12 @@ async def subscribe_topic_events(sidecar, requests, context):
                 raise item
             event, event_topic = item
             yield pubsub_pb2.SubscribeTopicEventsResponseAlpha1(
-                event_message=app_channel_grpc.topic_event_request(event, binding.name, event_topic, "/"))
+                event_message=topic_event_request(event, binding.name, event_topic, "/"))
     finally:
         reader.cancel()
         sidecar.subscriptions.close_stream(stream)
     if reader.done() and not reader.cancelled() and isinstance(reader.result(), str):
-        await context.abort(grpc.StatusCode.UNKNOWN, reader.result())
+        await context.abort(StatusCode.UNKNOWN, reader.result())
 
 
 async def _answers(requests, stream) -> str | None:

@@ -1,4 +1,4 @@
-"""The gRPC server: grpc.aio on the sidecar's own event loop, one handler per RPC.
+"""The gRPC API's RPCs: the handler table over ``transport.py``, one handler per RPC.
 
 Handlers are ``handler(sidecar, request, context)``: a plain function or coroutine for an
 RPC that answers once, an async generator for one that answers with a stream; for a client
@@ -15,7 +15,6 @@ import logging
 import time
 from functools import partial
 
-import grpc
 from dapr.proto.runtime.v1 import dapr_pb2
 from google.protobuf import any_pb2, message_factory
 from google.protobuf.message import DecodeError
@@ -24,39 +23,38 @@ from google.rpc import error_details_pb2, status_pb2
 from ..api.access import serves
 from ..errors import DaprError, grpc_code
 from . import all_methods
+from .status import AbortError, StatusCode
+from .transport import GrpcServer, Rpc
 
 log = logging.getLogger("pillion.grpcapi")
 
 SERVICE = dapr_pb2.DESCRIPTOR.services_by_name["Dapr"]
 
-# daprd's default gRPC message size limit is 4 MiB each way (--max-body-size).
-_MESSAGE_OPTIONS = ("grpc.max_receive_message_length", "grpc.max_send_message_length")
-
 
 class GrpcApi:
-    """The ``dapr.proto.runtime.v1.Dapr`` service; ``shutdown`` and ``ports`` as ``HttpServer``'s."""
+    """The ``dapr.proto.runtime.v1.Dapr`` service; ``shutdown`` and ``ports`` as ``HttpServer``'s.
+
+    Messages are limited to ``max_message`` bytes each way (daprd: 4 MiB, ``--max-body-size``).
+    """
 
     def __init__(self, sidecar, api_token: str | None, max_message: int, hooks=()):
-        self._server = grpc.aio.server(options=[(name, max_message) for name in _MESSAGE_OPTIONS])
-        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            SERVICE.full_name, method_handlers(sidecar, api_token, hooks)),))
+        self._server = GrpcServer(method_handlers(sidecar, api_token, hooks), max_message)
         self._ports: list[int] = []
 
     async def listen(self, address: str, port: int) -> None:
         try:
-            bound = self._server.add_insecure_port(f"{address}:{port}")
-        except RuntimeError as exc:  # grpcio reports a taken port this way
-            raise OSError(f"cannot listen for gRPC on {address}:{port}: {exc}") from None
-        self._ports.append(bound)
+            self._ports.append(await self._server.listen(address, port))
+        except OSError as exc:
+            raise OSError(f"cannot listen for gRPC on {address}:{port}: {exc.strerror or exc}") from None
 
     async def start(self) -> None:
-        await self._server.start()
+        """Listening starts in ``listen``; kept for the sidecar's start-up order."""
 
     def ports(self) -> list[int]:
         return self._ports
 
     async def shutdown(self, grace: float) -> None:
-        await self._server.stop(grace)
+        await self._server.shutdown(grace)
 
 
 class Malformed:
@@ -81,13 +79,9 @@ def _parser(cls):
     return parse
 
 
-def _serialize(message) -> bytes:
-    return message.SerializeToString()
-
-
-def method_handlers(sidecar, api_token: str | None, hooks=()) -> dict:
-    """RPC name -> grpc handler for every RPC ``all_methods()`` implements and ``spec.api`` lets
-    this front serve; gRPC answers UNIMPLEMENTED for the rest.
+def method_handlers(sidecar, api_token: str | None, hooks=()) -> dict[bytes, Rpc]:
+    """``/package.Service/Method`` -> Rpc for every RPC ``all_methods()`` implements and ``spec.api``
+    lets this front serve; the transport answers UNIMPLEMENTED for the rest.
 
     Built from the service descriptor, so the streaming shape and message types are daprd's.
     Each hook's ``begin(method, context)`` runs before every call and its ``end(method, state,
@@ -101,15 +95,12 @@ def method_handlers(sidecar, api_token: str | None, hooks=()) -> dict:
     for name, handler in all_methods(partial(serves, sidecar.configuration, "grpc")).items():
         method = SERVICE.methods_by_name[name]
         parse = _parser(message_factory.GetMessageClass(method.input_type))
-        if method.client_streaming:
-            make = grpc.stream_stream_rpc_method_handler if method.server_streaming else grpc.stream_unary_rpc_method_handler
-        else:
-            make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
         wrap = _streaming if method.server_streaming else _unary
         call = wrap(sidecar, handler, token, method.client_streaming)
+        path = f"/{SERVICE.full_name}/{name}"
         if hooks:
-            call = _hooked(call, f"/{SERVICE.full_name}/{name}", hooks, method.server_streaming)
-        handlers[name] = make(call, request_deserializer=parse, response_serializer=_serialize)
+            call = _hooked(call, path, hooks, method.server_streaming)
+        handlers[path.encode()] = Rpc(parse, call, method.client_streaming, method.server_streaming)
     return handlers
 
 
@@ -130,22 +121,35 @@ def _request(request, client_streaming: bool):
 
 
 def _unary(sidecar, handler, token, client_streaming):
-    async def call(request, context):
+    """The handler as the transport calls it: the answer, or an awaitable of it (no coroutine of its
+    own, so a handler that answers at once, as a state get does, costs no task)."""
+
+    def call(request, context):
         try:
             _check_token(context, token)
             result = handler(sidecar, _request(request, client_streaming), context)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-        except DaprError as exc:
-            await _abort(context, exc)
-        except Exception as exc:  # noqa: BLE001 - one failing call must not take the front down
-            if isinstance(exc, (grpc.aio.AbortError, grpc.RpcError)):
-                raise
-            log.exception("gRPC %s failed", handler.__name__)
-            await _abort(context, DaprError("ERROR", f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:
+            _fail(context, exc, handler)
+        return _later(result, context, handler) if inspect.isawaitable(result) else result
 
     return call
+
+
+async def _later(result, context, handler):
+    try:
+        return await result
+    except Exception as exc:
+        _fail(context, exc, handler)
+
+
+def _fail(context, exc: Exception, handler) -> None:
+    """Ends the call with ``exc`` as daprd would answer it; raises AbortError."""
+    if isinstance(exc, AbortError):
+        raise exc
+    if not isinstance(exc, DaprError):  # one failing call must not take the front down
+        log.error("gRPC %s failed", handler.__name__, exc_info=exc)
+        exc = DaprError("ERROR", f"{type(exc).__name__}: {exc}")
+    context.fail(*_status(exc))
 
 
 def _streaming(sidecar, handler, token, client_streaming):
@@ -154,13 +158,8 @@ def _streaming(sidecar, handler, token, client_streaming):
             _check_token(context, token)
             async for message in handler(sidecar, _request(request, client_streaming), context):
                 yield message
-        except DaprError as exc:
-            await _abort(context, exc)
-        except Exception as exc:  # noqa: BLE001
-            if isinstance(exc, (grpc.aio.AbortError, grpc.RpcError)):
-                raise
-            log.exception("gRPC %s failed", handler.__name__)
-            await _abort(context, DaprError("ERROR", f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:
+            _fail(context, exc, handler)
 
     return call
 
@@ -193,20 +192,35 @@ def _hooked(call, method: str, hooks, streaming: bool):
                 async for message in call(request, context):
                     yield message
             finally:
-                for hook, state in zip(reversed(hooks), reversed(states)):
-                    hook.end(method, state, context)
+                _end(hooks, states, method, context)
 
         return hooked_stream
 
-    async def hooked(request, context):
+    def hooked(request, context):
         states = [hook.begin(method, context) for hook in hooks]
         try:
-            return await call(request, context)
-        finally:
-            for hook, state in zip(reversed(hooks), reversed(states)):
-                hook.end(method, state, context)
+            result = call(request, context)
+        except BaseException:
+            _end(hooks, states, method, context)
+            raise
+        if inspect.isawaitable(result):
+            return _end_later(result, hooks, states, method, context)
+        _end(hooks, states, method, context)
+        return result
 
     return hooked
+
+
+def _end(hooks, states, method: str, context) -> None:
+    for hook, state in zip(reversed(hooks), reversed(states)):
+        hook.end(method, state, context)
+
+
+async def _end_later(result, hooks, states, method: str, context):
+    try:
+        return await result
+    finally:
+        _end(hooks, states, method, context)
 
 
 def _check_token(context, token: bytes | None) -> None:
@@ -221,10 +235,10 @@ def _check_token(context, token: bytes | None) -> None:
     raise DaprError("ERR_API_TOKEN", "authentication error: api token mismatch", 401)
 
 
-async def _abort(context, error: DaprError) -> None:
-    code = getattr(grpc.StatusCode, grpc_code(error))
+def _status(error: DaprError) -> tuple:
+    """(code, message, trailing metadata) of daprd's answer to ``error``, with an ErrorInfo detail."""
+    code = StatusCode[grpc_code(error)]
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.ErrorInfo(reason=error.code, domain="dapr.io"))
     status = status_pb2.Status(code=code.value[0], message=error.message, details=[detail])
-    await context.abort(code, error.message,
-                        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),))
+    return code, error.message, (("grpc-status-details-bin", status.SerializeToString()),)

@@ -21,10 +21,11 @@ import grpc
 import orjson
 from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
-from google.protobuf import any_pb2, empty_pb2, json_format, struct_pb2
+from google.protobuf import any_pb2, empty_pb2, json_format
 from google.protobuf.message import DecodeError
 
 from ..components.pubsub import Outcome
+from ..grpcapi.events import topic_event_request
 from ..server.client import ClientError, ClientResponse
 from .app_channel import AppChannel, AppUnavailable, HealthCheck
 
@@ -46,7 +47,6 @@ _SKIP_METADATA = frozenset(("content-type", "content-length", "host", "te", "con
                             "transfer-encoding", "keep-alive", "upgrade"))
 _METADATA_KEY = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 _STATUS_DETAILS = "grpc-status-details-bin"
-_EXTENSION_SKIP = frozenset(("id", "source", "datacontenttype", "type", "specversion", "data", "data_base64"))
 _STATUSES = {0: Outcome.SUCCESS, 1: Outcome.RETRY, 2: Outcome.DROP}
 
 
@@ -108,42 +108,6 @@ def status_body(code: grpc.StatusCode, message: str, trailers) -> bytes:
             except (ImportError, DecodeError, json_format.Error, TypeError, KeyError):
                 details = []  # details we cannot read: the code and message still say what failed
     return orjson.dumps({"code": code.value[0], "message": message or "", "details": details})
-
-
-def topic_event_request(event: dict, pubsub: str, topic: str, path: str) -> appcallback_pb2.TopicEventRequest:
-    """A CloudEvent as daprd gives it to gRPC subscribers: ``OnTopicEvent`` and streaming subscriptions."""
-    try:
-        data = _envelope_data(event)
-    except ValueError as exc:  # a data_base64 that is not base64 (binascii.Error): retrying cannot help
-        log.warning("event %s: %s; sent without data", event.get("id"), exc)
-        data = b""
-    extensions = struct_pb2.Struct()
-    extensions.update({k: v for k, v in event.items() if k not in _EXTENSION_SKIP})
-    return appcallback_pb2.TopicEventRequest(
-        id=_text(event.get("id")), source=_text(event.get("source")), type=_text(event.get("type")),
-        spec_version=_text(event.get("specversion")), data_content_type=_text(event.get("datacontenttype")),
-        data=data, topic=topic, pubsub_name=pubsub, path=path, extensions=extensions)
-
-
-def _text(value) -> str:
-    return value if isinstance(value, str) else "" if value is None else str(value)
-
-
-def _envelope_data(event: dict) -> bytes:
-    """daprd's ``TopicEventRequest.data``: data_base64 decoded, text as is, JSON re-encoded, else nothing."""
-    import base64
-
-    if event.get("data_base64") is not None:
-        return base64.b64decode(event["data_base64"], validate=True)
-    data = event.get("data")
-    if data is None:
-        return b""
-    content_type = str(event.get("datacontenttype") or "").split(";")[0].strip().lower()
-    if content_type.startswith("text/") or content_type in ("application/xml",) or content_type.endswith("+xml"):
-        return data.encode() if isinstance(data, str) else b""
-    if content_type.startswith("application/json") or content_type.endswith("+json"):
-        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-    return b""
 
 
 def topic_subscription(sub: appcallback_pb2.TopicSubscription):

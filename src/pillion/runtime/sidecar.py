@@ -287,14 +287,17 @@ class Sidecar:
                                   "the gRPC API needs the grpc extra: pip install 'pillion[grpc]'")
             log.debug("no gRPC API: the grpc extra is not installed")
             return
-        from ..grpcapi.server import CallTiming, GrpcApi
+        from ..grpcapi.stubs import generated_modules
 
+        with generated_modules():
+            from ..grpcapi.server import CallTiming, GrpcApi
+
+            hooks = [] if self.tracer is None else [self.tracer.grpc_spans()]
+            observe = self._grpc_observer()
+            if observe is not None:
+                hooks.append(CallTiming(observe))
+            api = GrpcApi(self, self.options.api_token, limits.max_body, hooks)
         self.lifecycle.status(f"opening the gRPC API on port {port or DEFAULT_GRPC_PORT}")
-        hooks = [] if self.tracer is None else [self.tracer.grpc_spans()]
-        observe = self._grpc_observer()
-        if observe is not None:
-            hooks.append(CallTiming(observe))
-        api = GrpcApi(self, self.options.api_token, limits.max_body, hooks)
         for address in self.options.listen_addresses:
             await api.listen(address, DEFAULT_GRPC_PORT if port is None else port)
         await api.start()
