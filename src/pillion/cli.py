@@ -254,6 +254,7 @@ def _options(args, command: list[str]):
         app_max_concurrency=args.app_max_concurrency,
         http_port=args.dapr_http_port,
         grpc_port=args.dapr_grpc_port,
+        grpc_port_free_if_taken=args.command == "run",
         internal_port=args.internal_port,
         listen_addresses=[a.strip() for a in args.dapr_listen_addresses.split(",") if a.strip()],
         internal_listen_address=args.internal_address,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -213,3 +214,30 @@ def test_broken_http2_and_plain_http_get_goaway_and_a_close_and_the_fronts_keep_
         assert client.get_metadata().application_id == "sturdy"
     assert request(sc.http_port, "GET", "/v1.0/healthz")[0] == 204
 
+
+def test_two_runs_without_a_grpc_port_both_serve_grpc(tmp_path):
+    """`pillion run` takes a free port when 50001 is taken (a second app on the device), as dapr run."""
+    app = tmp_path / "app.py"
+    app.write_text(APP + "import time\ntime.sleep(30)\n")
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 50001))  # whatever holds 50001 (here: us) makes runs fall back
+        holder.listen()
+    except OSError:
+        pass  # something else holds it already: the same situation
+    env = dict(os.environ, PILLION_HOME=str(tmp_path / "home"), PILLION_DATA_DIR=str(tmp_path / "data"))
+    runs = [subprocess.Popen(pillion_command("run", "--app-id", f"app{i}", "--dapr-http-port", str(free_port()),
+                                             "--mqtt-port", "0", "--metrics-port", "0", "--", sys.executable, str(app)),
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env) for i in range(2)]
+    try:
+        ports = [json.loads(run.stdout.readline().removeprefix("== APP == "))["DAPR_GRPC_PORT"] for run in runs]
+        assert None not in ports and "50001" not in ports and len(set(ports)) == 2
+        for port in ports:
+            channel, stub = _stub(int(port))
+            with channel:
+                assert stub.GetMetadata(metadata_pb2.GetMetadataRequest(), timeout=5).id.startswith("app")
+    finally:
+        holder.close()
+        for run in runs:
+            run.terminate()
+            run.wait(15)

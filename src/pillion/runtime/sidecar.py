@@ -59,6 +59,7 @@ class SidecarOptions:
     app_max_concurrency: int = -1
     http_port: int = 3500
     grpc_port: int | None = None  # gRPC API port; None: 50001 when the grpc extra is installed; 0: none
+    grpc_port_free_if_taken: bool = False  # ``pillion run``: a taken 50001 means another free port, as dapr run
     internal_port: int = 0
     listen_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
     internal_listen_address: str = "127.0.0.1"
@@ -299,7 +300,14 @@ class Sidecar:
             api = GrpcApi(self, self.options.api_token, limits.max_body, hooks)
         self.lifecycle.status(f"opening the gRPC API on port {port or DEFAULT_GRPC_PORT}")
         for address in self.options.listen_addresses:
-            await api.listen(address, DEFAULT_GRPC_PORT if port is None else port)
+            want = api.ports()[0] if api.ports() else DEFAULT_GRPC_PORT if port is None else port
+            try:
+                await api.listen(address, want)
+            except OSError:
+                if port is not None or api.ports() or not self.options.grpc_port_free_if_taken:
+                    raise
+                log.info("port %d is taken (another sidecar?): the gRPC API takes a free port", want)
+                await api.listen(address, 0)
         await api.start()
         self.servers.append(api)
         self.grpc_port = api.ports()[0]
