@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import struct
 
-import hpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pillion.grpcapi import h2
-from pillion.grpcapi.h2 import (
+hpack = pytest.importorskip("hpack", reason="the grpc extra (pip install 'pillion[grpc]': hpack) is not installed")
+
+from pillion.grpcapi import h2  # noqa: E402 - after the importorskip
+from pillion.grpcapi.h2 import (  # noqa: E402
     ACK,
     CONTINUATION,
     DATA,
