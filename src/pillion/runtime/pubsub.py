@@ -220,19 +220,21 @@ class Subscriptions:
         for resource in self.sidecar.resources.subscriptions:
             if not resource.scopes or self.sidecar.app_id in resource.scopes:
                 found[(resource.pubsubname, resource.topic)] = from_resource(resource)
+        accepted = [subscription for subscription in found.values() if self._accept(subscription)]
         by_pubsub: dict[str, set[str]] = {}
-        for subscription in found.values():
-            if self._accept(subscription):
-                self.active.append(subscription)
-                by_pubsub.setdefault(subscription.pubsubname, set()).add(subscription.topic)
+        for subscription in accepted:
+            by_pubsub.setdefault(subscription.pubsubname, set()).add(subscription.topic)
         for name, binding in self.sidecar.pubsubs.items():
             options = self._options(binding)
-            for subscription in self.active:
-                if subscription.pubsubname == name and subscription.kind != "STREAMING":
+            for subscription in accepted:
+                if subscription.pubsubname == name:
                     await binding.component.subscribe(subscription.topic, self._handler(subscription, binding),
                                                       options)  # fmt: skip
             streamed = {topic for pubsub, topic in self.streams if pubsub == name}
             await binding.component.unsubscribe_others(by_pubsub.get(name, set()) | streamed, options)
+        # Listed (metadata API) only once the broker has them: an app that waits for its subscriptions
+        # there and then publishes must not lose the first messages to a SUBSCRIBE still in flight.
+        self.active.extend(accepted)
         if self.active:
             log.info("subscribed: %s", ", ".join(f"{s.pubsubname}/{s.topic}" for s in self.active))
 
