@@ -686,3 +686,24 @@ def test_fuzz_large_header_blocks_split_into_continuations(fields, filler, max_f
     block = b"".join(p for *_, p in frames)
     assert len(frames) == -(-len(block) // limit)  # as few frames as the limit allows
     assert hpack.Decoder(max_header_list_size=1 << 20).decode(block, raw=True) == fields
+
+
+# -- the whole-answer fast path (send_unary) -------------------------------------------------------
+
+def test_send_unary_writes_a_whole_answer_when_it_fits_and_falls_back_when_not():
+    conn = started(initial_window_size=100)
+    encoder = hpack.Encoder()
+    open_stream(conn, encoder, 1)
+    open_stream(conn, encoder, 3)
+    head, trailers = h2.encode_headers([(b":status", b"200")]), h2.encode_headers([(b"grpc-status", b"0")])
+    assert conn.send_unary(1, head, b"x" * 100, trailers)
+    frames = parse(conn.take())
+    assert [(kind, flags, stream) for kind, flags, stream, _ in frames] == [
+        (HEADERS, END_HEADERS, 1), (DATA, 0, 1), (HEADERS, END_HEADERS | END_STREAM, 1)]
+    assert conn.open_streams() == 1  # stream 1 ended on both sides and is forgotten
+    # Stream 3's window is 100, but the connection's is 65535 - 100 and the data does not fit
+    # the stream: nothing is sent and the caller takes the general path.
+    assert not conn.send_unary(3, head, b"y" * 101, trailers)
+    assert conn.take() == b""
+    # The connection window is shared: what stream 1 used is gone from it.
+    assert conn._send_window == 65535 - 100

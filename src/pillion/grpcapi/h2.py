@@ -144,6 +144,27 @@ class H2Connection:
         state.pending += data
         self._pump(stream, state)
 
+    def send_unary(self, stream: int, head: bytes, data: bytes, trailers: bytes) -> bool:
+        """A whole answer (HEADERS, one DATA, closing HEADERS) at once, when the windows and frame
+        size let it go out now; False, with nothing sent, when it has to take the general path."""
+        state = self._streams.get(stream)
+        size = len(data)
+        if (state is None or state.local_closed or state.pending or size > self._send_window
+                or size > state.send_window or size > self._peer_frame
+                or len(head) > self._peer_frame or len(trailers) > self._peer_frame):
+            return False
+        self._send_window -= size
+        state.send_window -= size
+        self._out += (_HEAD.pack((len(head) << 8) | HEADERS, END_HEADERS, stream) + head
+                      + _HEAD.pack((size << 8) | DATA, 0, stream) + data
+                      + _HEAD.pack((len(trailers) << 8) | HEADERS, END_HEADERS | END_STREAM, stream) + trailers)
+        state.local_closed = True
+        if state.remote_closed:
+            del self._streams[stream]
+        else:
+            self.abandon(stream)
+        return True
+
     def send_trailers(self, stream: int, headers) -> None:
         """The closing HEADERS, after every DATA queued so far has been sent."""
         self.send_trailers_block(stream, encode_headers(headers))

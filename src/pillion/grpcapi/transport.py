@@ -103,6 +103,18 @@ class _Call:
         self.send_headers()
         self.protocol.h2.send_data(self.stream, b"\x00" + len(data).to_bytes(4, "big") + data)
 
+    def answer(self, message) -> None:
+        """The whole answer of a unary call: in one write when it fits the windows, else as usual."""
+        data = message.SerializeToString()
+        if (not self.headers_sent and len(data) <= self.protocol.max_message
+                and self.protocol.h2.send_unary(self.stream, _RESPONSE_BLOCK,
+                                                b"\x00" + len(data).to_bytes(4, "big") + data, _OK_BLOCK)):
+            self.done = True
+            self.protocol.calls.pop(self.stream, None)
+            return
+        self.send_message(message)
+        self.finish(StatusCode.OK)
+
     def finish(self, code: StatusCode, details: str = "", trailers=()) -> None:
         if self.done:
             return
@@ -307,11 +319,9 @@ class GrpcProtocol(asyncio.Protocol):
             call.task = asyncio.get_running_loop().create_task(self._run(call, result), context=context)
             return
         try:
-            call.send_message(result)
+            call.answer(result)
         except _Status as exc:
             call.finish(exc.code, exc.details)
-            return
-        call.finish(StatusCode.OK)
 
     async def _run(self, call: _Call, request) -> None:
         """A streaming call with its ``request``, or the rest of a unary one (``request`` its awaitable answer)."""
