@@ -333,12 +333,12 @@ class GrpcProtocol(asyncio.Protocol):
                         call.send_message(message)
                         self.flush()
                         await self._drained()
+                    call.finish(StatusCode.OK)
                 elif call.rpc.client_streaming:
                     result = call.rpc.handler(request, context)
-                    call.send_message(await result if inspect.isawaitable(result) else result)
+                    call.answer(await result if inspect.isawaitable(result) else result)
                 else:
-                    call.send_message(await request)
-            call.finish(StatusCode.OK)
+                    call.answer(await request)
         except AbortError:
             call.finish(context._code or StatusCode.UNKNOWN, context._details, context._trailers)
         except _Status as exc:

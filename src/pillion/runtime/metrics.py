@@ -111,13 +111,7 @@ class Gauge(Metric):
             key = self._admit(key)
         series[key] = value
 
-    def add(self, key: tuple, amount: float) -> None:
-        series = self.series
-        try:
-            series[key] += amount
-        except KeyError:
-            key = self._admit(key)
-            series[key] = series.get(key, 0) + amount
+    add = Counter.inc  # the same arithmetic; a gauge may also go down
 
 
 class Histogram(Metric):
