@@ -118,12 +118,15 @@ def test_invoke_service_maps_the_app_status_as_daprd(two_sidecars):
             assert info.metadata["http.error_message"].startswith(f'{{"method": "GET", "path": "/status/{status}"')
             assert len(info.metadata["http.error_message"]) == 63  # daprd keeps the first 63 bytes
             assert dict(err.initial_metadata())["dapr-http-status"] == str(status)
-        # No http_extension: daprd sends the verb NONE, which this app does not implement (its own sidecar here:
-        # the hop between sidecars is HTTP/1.1, whose parser refuses an unknown method).
+        # No http_extension: daprd sends the verb NONE, which this app does not implement. Through its own sidecar
+        # and through two (whose HTTP/1.1 hop carries NONE in a header), the app's 501 is UNIMPLEMENTED.
         local_channel, local = _stub(two_sidecars.callee)
         with local_channel:
             req = invoke_pb2.InvokeServiceRequest(id="inventory", message=_invoke("x"))
             _fails(local.InvokeService, req, grpc.StatusCode.UNIMPLEMENTED, "Not Implemented")
+        err = _fails(stub.InvokeService, invoke_pb2.InvokeServiceRequest(id="inventory", message=_invoke("x")),
+                     grpc.StatusCode.UNIMPLEMENTED, "Not Implemented")
+        assert _error_info(err).metadata["http.code"] == "501"
         err = _fails(stub.InvokeService, invoke_pb2.InvokeServiceRequest(id="nobody", message=_invoke("x", verb="GET")),
                      grpc.StatusCode.INTERNAL, "failed to invoke, id: nobody, err: couldn't find service: nobody")
         assert _error_info(err).reason == "ERR_DIRECT_INVOKE"

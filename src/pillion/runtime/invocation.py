@@ -31,13 +31,17 @@ log = logging.getLogger("pillion.runtime.invoke")
 
 CALLER_HEADER = b"dapr-caller-app-id"
 CALLEE_HEADER = b"dapr-callee-app-id"
+# A verb the HTTP/1.1 hop between sidecars cannot carry (gRPC's NONE, when InvokeService has no
+# http_extension) crosses it as a POST naming the verb in this header; the callee restores it.
+VERB_HEADER = b"dapr-pillion-verb"
+_HOP_VERBS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"))
 
 # Never forwarded: hop-by-hop headers (RFC 9110 §7.6.1), framing we recompute, and Dapr's own.
 _DROP_REQUEST = frozenset(
     (
         b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
         b"te", b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length", b"expect",
-        b"dapr-app-id", b"dapr-api-token", CALLER_HEADER, CALLEE_HEADER,
+        b"dapr-app-id", b"dapr-api-token", CALLER_HEADER, CALLEE_HEADER, VERB_HEADER,
     )
 )
 _DROP_RESPONSE = frozenset(
@@ -168,12 +172,16 @@ class Invoker:
         if not addresses:
             raise self._fail(target, f"couldn't find service: {target}")
         headers = headers + [(CALLER_HEADER, self.app_id.encode()), (CALLEE_HEADER, target.encode())]
+        hop_verb = verb
+        if verb not in _HOP_VERBS:
+            headers.append((VERB_HEADER, verb.encode("latin-1")))
+            hop_verb = "POST"
         retry = 0
         while True:
             last: ClientError | None = None
             for host, port in self._spread.pick(addresses):
                 try:
-                    return to_response(await self.pool.request(host, port, verb, path, headers, body), verb)
+                    return to_response(await self.pool.request(host, port, hop_verb, path, headers, body), verb)
                 except ConnectError as exc:
                     last = exc
                     self.resolver.forget(target)
@@ -206,13 +214,16 @@ class Invoker:
             raise self._fail(callee, f"app id {callee!r} is not served here (this is {self.app_id!r})", 404)
         if not caller:
             raise DaprError("ERR_DIRECT_INVOKE", "missing caller app id", 400)
-        if not self.acl.allowed(caller, request.method, request.path):
+        verb = request.method
+        if request.method == "POST" and request.header(VERB_HEADER):
+            verb = request.header(VERB_HEADER).decode("latin-1")
+        if not self.acl.allowed(caller, verb, request.path):
             raise self._fail(
                 callee,
-                f"access control policy has denied access to appid: {caller} operation: {request.path} verb: {request.method}",
+                f"access control policy has denied access to appid: {caller} operation: {request.path} verb: {verb}",
                 403,
             )
         target = request.path + ("?" + request.query if request.query else "")
         headers = [(k, v) for k, v in forwardable(request.headers, _DROP_REQUEST)]
         headers += [(CALLER_HEADER, caller.encode()), (CALLEE_HEADER, callee.encode())]
-        return await self.call_app(callee, request.method, target, headers, request.body)
+        return await self.call_app(callee, verb, target, headers, request.body)
