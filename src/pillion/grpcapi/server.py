@@ -14,6 +14,7 @@ import inspect
 import logging
 import time
 from functools import partial
+from types import GeneratorType
 
 from dapr.proto.runtime.v1 import dapr_pb2
 from google.protobuf import any_pb2, message_factory
@@ -85,7 +86,7 @@ def method_handlers(sidecar, api_token: str | None, hooks=()) -> dict[bytes, Rpc
 
     Built from the service descriptor, so the streaming shape and message types are daprd's.
     Each hook's ``begin(method, context)`` runs before every call and its ``end(method, state,
-    context)`` after it (``CallTiming``, tracing's ``GrpcServerSpans``).
+    context)`` after it (``CallTiming``, tracing's ``GrpcServerSpans``), in the order given.
     """
     token = api_token.encode() if api_token else None
     unknown = set(all_methods()) - set(SERVICE.methods_by_name)
@@ -98,8 +99,8 @@ def method_handlers(sidecar, api_token: str | None, hooks=()) -> dict[bytes, Rpc
         wrap = _streaming if method.server_streaming else _unary
         call = wrap(sidecar, handler, token, method.client_streaming)
         path = f"/{SERVICE.full_name}/{name}"
-        if hooks:
-            call = _hooked(call, path, hooks, method.server_streaming)
+        for hook in reversed(hooks):  # the first hook outermost: it begins first and ends last
+            call = _hooked(call, path, hook, method.server_streaming)
         handlers[path.encode()] = Rpc(parse, call, method.client_streaming, method.server_streaming)
     return handlers
 
@@ -126,13 +127,30 @@ def _unary(sidecar, handler, token, client_streaming):
 
     def call(request, context):
         try:
-            _check_token(context, token)
+            if token is not None:
+                _check_token(context, token)
             result = handler(sidecar, _request(request, client_streaming), context)
         except Exception as exc:
             _fail(context, exc, handler)
-        return _later(result, context, handler) if inspect.isawaitable(result) else result
+        return _later(result, context, handler) if awaitable(result) else result
 
     return call
+
+
+_PLAIN: set[type] = set()  # types of answers seen not to be awaitable: protobuf message classes
+
+
+def awaitable(value) -> bool:
+    """``inspect.isawaitable``, remembering the types that are not: its ABC check costs as much
+    as the rest of a state get's wrapping."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return False
+    if inspect.isawaitable(value):
+        return True
+    if kind is not GeneratorType:  # a generator may or may not be a coroutine, one by one
+        _PLAIN.add(kind)
+    return False
 
 
 async def _later(result, context, handler):
@@ -183,44 +201,40 @@ class CallTiming:
         self.observe(method, status_name(context), started)
 
 
-def _hooked(call, method: str, hooks, streaming: bool):
-    """``call`` between its hooks' ``begin`` and ``end`` (in reverse order)."""
+def _hooked(call, method: str, hook, streaming: bool):
+    """``call`` between ``hook.begin(method, context)`` and ``hook.end(method, state, context)``."""
+    begin, end = hook.begin, hook.end
     if streaming:
         async def hooked_stream(request, context):
-            states = [hook.begin(method, context) for hook in hooks]
+            state = begin(method, context)
             try:
                 async for message in call(request, context):
                     yield message
             finally:
-                _end(hooks, states, method, context)
+                end(method, state, context)
 
         return hooked_stream
 
     def hooked(request, context):
-        states = [hook.begin(method, context) for hook in hooks]
+        state = begin(method, context)
         try:
             result = call(request, context)
         except BaseException:
-            _end(hooks, states, method, context)
+            end(method, state, context)
             raise
-        if inspect.isawaitable(result):
-            return _end_later(result, hooks, states, method, context)
-        _end(hooks, states, method, context)
+        if awaitable(result):
+            return _end_later(result, end, method, state, context)
+        end(method, state, context)
         return result
 
     return hooked
 
 
-def _end(hooks, states, method: str, context) -> None:
-    for hook, state in zip(reversed(hooks), reversed(states)):
-        hook.end(method, state, context)
-
-
-async def _end_later(result, hooks, states, method: str, context):
+async def _end_later(result, end, method: str, state, context):
     try:
         return await result
     finally:
-        _end(hooks, states, method, context)
+        end(method, state, context)
 
 
 def _check_token(context, token: bytes | None) -> None:
