@@ -78,3 +78,24 @@ def test_no_extensions_selects_every_pure_twin():
         "pillion._pure.mqttcodec", "pillion._pure.topictrie",
         "[('httpproto', 'pure'), ('mqttcodec', 'pure'), ('router', 'pure'), ('topictrie', 'pure')]\n",
     ]
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="PILLION_NO_EXTENSIONS is set")
+def test_h2_is_compiled():
+    pytest.importorskip("hpack", reason="the grpc extra (pip install 'pillion[grpc]': hpack) is not installed")
+    from pillion.grpcapi import h2
+
+    assert h2.H2Connection.__module__ == "pillion._ext.h2"
+    assert sys.modules["pillion._ext.h2"].__file__.endswith(".so")
+    assert _impl.loaded()["h2"] == "compiled"
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="PILLION_NO_EXTENSIONS is set")
+def test_grpc_protocol_is_compiled():
+    pytest.importorskip("hpack", reason="the grpc extra (pip install 'pillion[grpc]': hpack) is not installed")
+    from pillion.grpcapi import transport
+
+    for obj in (transport.GrpcProtocol, transport.Rpc, transport.Context):
+        assert obj.__module__ == "pillion._ext.grpcproto"
+    assert sys.modules["pillion._ext.grpcproto"].__file__.endswith(".so")
+    assert _impl.loaded()["grpcproto"] == "compiled"

@@ -1,4 +1,8 @@
-"""The gRPC transport over a fake socket: calls, statuses, deadlines, resets, limits, streams."""
+"""The gRPC transport over a fake socket: calls, statuses, deadlines, resets, limits, streams.
+
+Every test runs against both twins of the per-connection protocol (``pillion._pure.grpcproto``
+and ``pillion._ext.grpcproto``).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,14 @@ import pytest
 
 hpack = pytest.importorskip("hpack", reason="the grpc extra (pip install 'pillion[grpc]': hpack) is not installed")
 
+from pillion._testing import import_twin  # noqa: E402
 from pillion.grpcapi import h2, transport  # noqa: E402 - after the importorskip
 from pillion.grpcapi.status import StatusCode  # noqa: E402
+
+
+@pytest.fixture(params=["pure", "compiled"])
+def twin(request):
+    return import_twin("grpcproto", request.param)
 
 
 class Socket:
@@ -45,9 +55,9 @@ class Message:
 class Client:
     """The client side: builds requests and reads the server's frames back per stream."""
 
-    def __init__(self, rpcs: dict, max_message: int = 1024):
+    def __init__(self, twin, rpcs: dict, max_message: int = 1024):
         self.socket = Socket()
-        self.protocol = transport.GrpcProtocol(rpcs, max_message, set())
+        self.protocol = twin.GrpcProtocol(rpcs, max_message, set())
         self.protocol.connection_made(self.socket)
         self.encoder = hpack.Encoder()
         self.decoder = hpack.Decoder()
@@ -97,20 +107,20 @@ def status_of(trailers: dict) -> tuple[int, str]:
     return int(trailers[b"grpc-status"]), unquote(trailers.get(b"grpc-message", b"").decode())
 
 
-def rpc(handler, client_streaming=False, server_streaming=False):
-    return transport.Rpc(lambda data: data, handler, client_streaming, server_streaming)
+def rpc(twin, handler, client_streaming=False, server_streaming=False):
+    return twin.Rpc(lambda data: data, handler, client_streaming, server_streaming)
 
 
 def run(coro):
     return asyncio.run(coro)
 
 
-def test_a_unary_call_answered_at_once_needs_no_task():
+def test_a_unary_call_answered_at_once_needs_no_task(twin):
     def echo(request, context):
         return Message(b"re:" + request)
 
     async def main():
-        client = Client({b"/s/Echo": rpc(echo)})
+        client = Client(twin, {b"/s/Echo": rpc(twin, echo)})
         client.call(1, b"/s/Echo", b"hi")
         assert not client.protocol.calls  # answered within data_received
         headers, messages, trailers = client.response(1)
@@ -120,7 +130,7 @@ def test_a_unary_call_answered_at_once_needs_no_task():
     run(main())
 
 
-def test_an_awaited_answer_and_an_abort_with_details_and_metadata():
+def test_an_awaited_answer_and_an_abort_with_details_and_metadata(twin):
     async def slow(request, context):
         await asyncio.sleep(0.01)
         await context.send_initial_metadata((("x-first", "1"),))
@@ -130,7 +140,7 @@ def test_an_awaited_answer_and_an_abort_with_details_and_metadata():
         await context.abort(StatusCode.PERMISSION_DENIED, "no: 100% sure", (("detail-bin", b"\x00\x01"),))
 
     async def main():
-        client = Client({b"/s/Slow": rpc(slow), b"/s/Refuse": rpc(refuse)})
+        client = Client(twin, {b"/s/Slow": rpc(twin, slow), b"/s/Refuse": rpc(twin, refuse)})
         client.call(1, b"/s/Slow", b"ab")
         client.call(3, b"/s/Refuse", b"x")
         await asyncio.sleep(0.05)
@@ -147,9 +157,9 @@ def test_an_awaited_answer_and_an_abort_with_details_and_metadata():
     run(main())
 
 
-def test_unknown_methods_other_content_types_compression_and_big_messages():
+def test_unknown_methods_other_content_types_compression_and_big_messages(twin):
     async def main():
-        client = Client({b"/s/Echo": rpc(lambda request, context: Message(request))}, max_message=16)
+        client = Client(twin, {b"/s/Echo": rpc(twin, lambda request, context: Message(request))}, max_message=16)
         client.call(1, b"/s/Nope", b"x")
         assert status_of(client.response(1)[2]) == (12, "unknown method Nope for service s")
         client.call(3, b"/s/Echo", raw=b"\x01\x00\x00\x00\x01z")
@@ -166,7 +176,7 @@ def test_unknown_methods_other_content_types_compression_and_big_messages():
     run(main())
 
 
-def test_a_deadline_ends_the_call_and_a_reset_cancels_it():
+def test_a_deadline_ends_the_call_and_a_reset_cancels_it(twin):
     cancelled = []
 
     async def forever(request, context):
@@ -177,7 +187,7 @@ def test_a_deadline_ends_the_call_and_a_reset_cancels_it():
             raise
 
     async def main():
-        client = Client({b"/s/Wait": rpc(forever)})
+        client = Client(twin, {b"/s/Wait": rpc(twin, forever)})
         client.call(1, b"/s/Wait", b"timed", headers=[(b"grpc-timeout", b"50m")])
         client.call(3, b"/s/Wait", b"reset")
         await asyncio.sleep(0.01)
@@ -189,7 +199,7 @@ def test_a_deadline_ends_the_call_and_a_reset_cancels_it():
     run(main())
 
 
-def test_server_and_client_streams():
+def test_server_and_client_streams(twin):
     async def ticks(request, context):
         for n in range(3):
             yield Message(b"%s-%d" % (request, n))
@@ -199,8 +209,8 @@ def test_server_and_client_streams():
         return Message(b"+".join(seen))
 
     async def main():
-        client = Client({b"/s/Ticks": rpc(ticks, server_streaming=True),
-                         b"/s/Total": rpc(total, client_streaming=True)})
+        client = Client(twin, {b"/s/Ticks": rpc(twin, ticks, server_streaming=True),
+                         b"/s/Total": rpc(twin, total, client_streaming=True)})
         client.call(1, b"/s/Ticks", b"t")
         client.call(3, b"/s/Total", b"a", b"b", end=False)
         client.protocol.data_received(h2.frame(h2.DATA, h2.END_STREAM, 3, b"\x00\x00\x00\x00\x01c"))
@@ -215,7 +225,7 @@ def test_server_and_client_streams():
     run(main())
 
 
-def test_shutdown_sends_goaway_lets_calls_finish_then_ends_the_rest():
+def test_shutdown_sends_goaway_lets_calls_finish_then_ends_the_rest(twin):
     async def quick(request, context):
         await asyncio.sleep(0.02)
         return Message(b"done")
@@ -224,8 +234,8 @@ def test_shutdown_sends_goaway_lets_calls_finish_then_ends_the_rest():
         await asyncio.sleep(30)
 
     async def main():
-        server = transport.GrpcServer({b"/s/Quick": rpc(quick), b"/s/Wait": rpc(forever)}, 1024)
-        client = Client(server.rpcs)
+        server = transport.GrpcServer({b"/s/Quick": rpc(twin, quick), b"/s/Wait": rpc(twin, forever)}, 1024)
+        client = Client(twin, server.rpcs)
         server.connections.add(client.protocol)
         client.call(1, b"/s/Quick", b"q")
         client.call(3, b"/s/Wait", b"w")

@@ -1,7 +1,8 @@
 """Unit tests of the sans-IO HTTP/2 server side (pillion.grpcapi.h2), driven with frames built here.
 
 The server's output is parsed back into frames by a small parser of our own, so every check is
-on the bytes a real client would read.
+on the bytes a real client would read. Every test runs against both twins (``pillion._pure.h2`` and
+``pillion._ext.h2``): the ``twin`` fixture rebinds ``h2``, ``H2Connection`` and ``frame`` below.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from hypothesis import strategies as st
 
 hpack = pytest.importorskip("hpack", reason="the grpc extra (pip install 'pillion[grpc]': hpack) is not installed")
 
-from pillion.grpcapi import h2  # noqa: E402 - after the importorskip
-from pillion.grpcapi.h2 import (  # noqa: E402
+from pillion import _impl  # noqa: E402
+from pillion._testing import import_twin  # noqa: E402
+from pillion.grpcapi import h2  # noqa: E402 - after the importorskip; rebound to the twin under test
+from pillion.grpcapi.h2 import (  # noqa: E402 - the constants are the same in both twins
     ACK,
     CONTINUATION,
     DATA,
@@ -36,6 +39,20 @@ from pillion.grpcapi.h2 import (  # noqa: E402
     H2Error,
     frame,
 )
+
+
+
+@pytest.fixture(scope="module", autouse=True, params=["pure", "compiled"])
+def twin(request):
+    """Run the module's tests against one twin: ``h2``, ``H2Connection`` and ``frame`` are its own."""
+    if request.param == "compiled" and _impl.NO_EXTENSIONS:
+        pytest.skip("PILLION_NO_EXTENSIONS is set: the compiled twin pillion._ext.h2 is not to be used")
+    module = import_twin("h2", request.param)  # skips (fails under CI) when pillion._ext.h2 is not built
+    saved = {name: globals()[name] for name in ("h2", "H2Connection", "frame")}
+    globals().update(h2=module, H2Connection=module.H2Connection, frame=module.frame)
+    yield module
+    globals().update(saved)
+
 
 REQUEST = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/dapr.proto.runtime.v1.Dapr/GetState"),
            (b":authority", b"localhost"), (b"content-type", b"application/grpc"), (b"te", b"trailers")]
@@ -622,7 +639,7 @@ def test_fuzz_any_bytes_after_a_valid_start(wire, cuts):
 
 
 _frames = st.builds(
-    frame,
+    lambda *args: frame(*args),
     st.sampled_from(list(range(10)) + [0x10, 0xFF]),
     st.integers(0, 255),
     st.one_of(st.sampled_from([0, 1, 2, 3, 5, 7]), st.integers(0, 2**31 - 1)),
@@ -633,7 +650,7 @@ _frames = st.builds(
 
 # Frames that tend to be valid, so the random ones land on live streams and half-built header blocks.
 _likely_frames = st.builds(
-    frame,
+    lambda *args: frame(*args),
     st.sampled_from([DATA, HEADERS, CONTINUATION, WINDOW_UPDATE, RST_STREAM, SETTINGS]),
     st.sampled_from([0, END_STREAM, END_HEADERS, END_HEADERS | END_STREAM, PADDED | END_HEADERS, ACK]),
     st.sampled_from([0, 1, 3, 5, 7]),
@@ -707,3 +724,24 @@ def test_send_unary_writes_a_whole_answer_when_it_fits_and_falls_back_when_not()
     assert conn.take() == b""
     # The connection window is shared: what stream 1 used is gone from it.
     assert conn._send_window == 65535 - 100
+
+
+def test_frames_in_flight_on_a_refused_or_ignored_stream_are_ignored():
+    """RFC 9113 5.1/6.8: after RST_STREAM (here REFUSED_STREAM) or GOAWAY, frames the client already
+    sent on that stream are ignored. Request trailers on a refused stream used to be a connection
+    error ("stream N is not new"), which failed every other call on the connection."""
+    conn, encoder = started(), hpack.Encoder()
+    for stream in range(1, 2 * h2.MAX_STREAMS, 2):
+        open_stream(conn, encoder, stream, end_stream=False)
+    over = 2 * h2.MAX_STREAMS + 1
+    assert open_stream(conn, encoder, over, end_stream=False) == []
+    trailers = [(b"x-trailer", b"1")]
+    assert conn.receive(frame(HEADERS, END_HEADERS | END_STREAM, over, encoder.encode(trailers))) == []
+    assert conn.open_streams() == h2.MAX_STREAMS and not conn.closed
+
+    conn, encoder = started(), hpack.Encoder()
+    conn.goaway()
+    assert open_stream(conn, encoder, 1, end_stream=False) == []
+    assert conn.receive(frame(HEADERS, END_HEADERS | END_STREAM, 1, encoder.encode(trailers))) == []
+    # the ignored blocks still went through the decoder: the table stays in step
+    assert conn._decoder.header_table.dynamic_entries[0] == (b"x-trailer", b"1")

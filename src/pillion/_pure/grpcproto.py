@@ -1,4 +1,4 @@
-"""gRPC over the sans-IO HTTP/2 of ``h2.py``, on the sidecar's uvloop: the asyncio edge.
+"""gRPC over the sans-IO HTTP/2 of ``h2``, per connection: the pure twin of ``pillion._ext.grpcproto``.
 
 Each HTTP/2 stream is one call: the request's messages (length-prefixed, uncompressed) go
 to the RPC's handler, its answers go back as DATA and the status as trailers. A call whose
@@ -15,8 +15,10 @@ import inspect
 import logging
 from urllib.parse import quote
 
-from . import h2
-from .status import AbortError, StatusCode
+from pillion.grpcapi import h2
+from pillion.grpcapi.status import AbortError, StatusCode
+
+__all__ = ["Rpc", "Context", "GrpcProtocol"]
 
 log = logging.getLogger("pillion.grpcapi")
 
@@ -374,39 +376,3 @@ async def _requests(call: _Call):
         if message is _END:
             return
         yield message
-
-
-class GrpcServer:
-    """Listening sockets for ``rpcs`` (``b"/package.Service/Method"`` -> Rpc); ``shutdown`` drains them."""
-
-    def __init__(self, rpcs: dict[bytes, Rpc], max_message: int):
-        self.rpcs = rpcs
-        self.max_message = max_message
-        self.connections: set[GrpcProtocol] = set()
-        self.servers: list[asyncio.AbstractServer] = []
-
-    async def listen(self, address: str, port: int) -> int:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: GrpcProtocol(self.rpcs, self.max_message, self.connections),
-                                          address, port)
-        self.servers.append(server)
-        return server.sockets[0].getsockname()[1]
-
-    async def shutdown(self, grace: float) -> None:
-        for server in self.servers:
-            server.close()
-        for connection in list(self.connections):
-            connection.close()
-        deadline = asyncio.get_running_loop().time() + grace
-        while any(c.calls for c in self.connections) and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
-        tasks = [call.task for connection in self.connections for call in connection.calls.values()
-                 if call.task is not None]
-        for task in tasks:  # each ends its call UNAVAILABLE before the connection goes
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for connection in list(self.connections):
-            if connection.transport is not None:
-                connection.transport.close()
-        for server in self.servers:
-            await server.wait_closed()

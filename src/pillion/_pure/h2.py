@@ -1,5 +1,7 @@
 """HTTP/2 for the gRPC front, server side and sans-IO: bytes in, events out, bytes to send.
 
+The pure twin of ``pillion._ext.h2``, and its specification.
+
 Only what gRPC over cleartext HTTP/2 ("h2c" with prior knowledge) uses: the preface,
 SETTINGS, HEADERS with CONTINUATION, DATA, WINDOW_UPDATE flow control both ways, PING,
 RST_STREAM and GOAWAY. PRIORITY is read and ignored; a client never pushes. Header blocks
@@ -15,6 +17,8 @@ from __future__ import annotations
 import struct
 
 import hpack
+
+from pillion.grpcapi.h2_errors import H2Error
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -42,13 +46,14 @@ MAX_STREAMS = 256
 # against an unchanged table carry the very same list, so a caller may cache what it derives by block.
 HEADERS_EVENT, DATA_EVENT, RESET_EVENT = "headers", "data", "reset"
 
-
-class H2Error(Exception):
-    """The peer broke the protocol; a GOAWAY with ``code`` is queued."""
-
-    def __init__(self, code: int, reason: str):
-        super().__init__(reason)
-        self.code = code
+__all__ = [
+    "PREFACE", "DATA", "HEADERS", "PRIORITY", "RST_STREAM", "SETTINGS", "PUSH_PROMISE", "PING", "GOAWAY",
+    "WINDOW_UPDATE", "CONTINUATION", "END_STREAM", "ACK", "END_HEADERS", "PADDED", "PRIORITY_FLAG",
+    "NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR", "STREAM_CLOSED", "FRAME_SIZE_ERROR",
+    "REFUSED_STREAM", "CANCEL", "COMPRESSION_ERROR", "DEFAULT_WINDOW", "MAX_WINDOW", "MAX_FRAME",
+    "MAX_HEADER_BLOCK", "RECEIVE_WINDOW", "MAX_STREAMS", "HEADERS_EVENT", "DATA_EVENT", "RESET_EVENT",
+    "H2Connection", "H2Error", "frame", "encode_headers",
+]
 
 
 class _Stream:
@@ -395,9 +400,11 @@ class H2Connection:
                 return
             self._fail(PROTOCOL_ERROR, f"stream {stream} is not new")
         self._last_stream = stream
-        if self.closed:
-            return  # after GOAWAY: new streams are ignored
+        if self.closed:  # after GOAWAY: new streams are ignored, and so are their frames in flight
+            self._forget(stream)
+            return
         if len(self._streams) >= MAX_STREAMS:
+            self._forget(stream)  # its frames in flight are ignored, as a reset stream's are
             self._out += frame(RST_STREAM, 0, stream, REFUSED_STREAM.to_bytes(4, "big"))
             return
         state = self._streams[stream] = _Stream(self._peer_window)
