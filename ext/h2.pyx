@@ -210,6 +210,7 @@ cdef class H2Connection:
     cdef long long _peer_window  # the peer's initial stream window (its SETTINGS)
     cdef long long _peer_frame
     cdef readonly long long _send_window  # the connection's, towards the peer
+    cdef long long _consumed  # DATA bytes received and not yet given back to the connection window
     cdef public bint closed
 
     def __cinit__(self):
@@ -474,8 +475,10 @@ cdef class H2Connection:
             self._buffer = buffer[position:]
         else:
             self._buffer = buffer
-        if received:
-            self._frame_u32(F_WINDOW_UPDATE, 0, 0, received)
+        self._consumed += received
+        if self._consumed >= RECEIVE_WINDOW // 2:  # given back in halves: no WINDOW_UPDATE per request
+            self._frame_u32(F_WINDOW_UPDATE, 0, 0, self._consumed)
+            self._consumed = 0
         return events
 
     cdef int _fail(self, int code, str reason) except -1:
@@ -566,7 +569,8 @@ cdef class H2Connection:
         try:
             headers = self._decoder.decode(block, raw=True)
         except _HPACKError as exc:
-            self._fail(E_COMPRESSION_ERROR, f"a header block that does not decode: {exc}")
+            # hpack's message can hold a memory address: only its kind goes into the GOAWAY
+            self._fail(E_COMPRESSION_ERROR, f"a header block that does not decode ({type(exc).__name__})")
         finally:
             self._read_table()
         if self._table_len == count and self._table_max == maxsize and self._table_newest is newest:

@@ -182,11 +182,11 @@ def test_headers_without_end_stream_then_data_returns_the_window():
     conn.take()
     events = conn.receive(frame(DATA, 0, 1, b"hello") + frame(DATA, 0, 1, b"world!"))
     assert events == [("data", 1, b"hello", False), ("data", 1, b"world!", False)]
-    # a stream WINDOW_UPDATE per DATA frame, then one connection WINDOW_UPDATE for the whole call
-    assert window_updates(parse(conn.take())) == [(1, 5), (1, 6), (0, 11)]
+    # a stream WINDOW_UPDATE per DATA frame; the connection's comes once half its window is used
+    assert window_updates(parse(conn.take())) == [(1, 5), (1, 6)]
     events = conn.receive(frame(DATA, END_STREAM, 1, b"end"))
     assert events == [("data", 1, b"end", True)]
-    assert window_updates(parse(conn.take())) == [(0, 3)]  # the stream has ended: no stream update
+    assert window_updates(parse(conn.take())) == []  # the stream has ended: no stream update
 
 
 def test_padded_data_counts_the_padding_for_flow_control():
@@ -195,7 +195,7 @@ def test_padded_data_counts_the_padding_for_flow_control():
     conn.take()
     payload = bytes([4]) + b"abc" + b"\x00" * 4
     assert conn.receive(frame(DATA, PADDED, 1, payload)) == [("data", 1, b"abc", False)]
-    assert window_updates(parse(conn.take())) == [(1, 8), (0, 8)]
+    assert window_updates(parse(conn.take())) == [(1, 8)]
 
 
 def test_empty_data_needs_no_window_update():
@@ -405,8 +405,12 @@ def test_a_stream_is_forgotten_once_both_sides_ended_it():
     assert conn.open_streams() == 0
     # late DATA on the forgotten stream only counts for the connection window
     conn.take()
-    assert conn.receive(frame(DATA, 0, 1, b"late")) == []
-    assert window_updates(parse(conn.take())) == [(0, 4)]
+    half = h2.RECEIVE_WINDOW // 2
+    assert conn.receive(frame(DATA, 0, 1, b"x" * (h2.MAX_FRAME - 1)) * (half // h2.MAX_FRAME)) == []
+    assert window_updates(parse(conn.take())) == []
+    assert conn.receive(frame(DATA, 0, 1, b"late" * 8)) == []
+    # every DATA byte since the start: the b"x" above, the frames just under half the window, these 32
+    assert window_updates(parse(conn.take())) == [(0, 1 + (h2.MAX_FRAME - 1) * (half // h2.MAX_FRAME) + 32)]
 
 
 def test_rst_stream_from_the_client_gives_a_reset_event():

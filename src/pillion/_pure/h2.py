@@ -120,6 +120,7 @@ class H2Connection:
         self._peer_window = DEFAULT_WINDOW  # the peer's initial stream window (its SETTINGS)
         self._peer_frame = MAX_FRAME
         self._send_window = DEFAULT_WINDOW  # the connection's, towards the peer
+        self._consumed = 0  # DATA bytes received and not yet given back to the connection window
         self.closed = False
         settings = struct.pack(">HIHIHI", _MAX_CONCURRENT_STREAMS, MAX_STREAMS, _INITIAL_WINDOW_SIZE, RECEIVE_WINDOW,
                                _MAX_HEADER_LIST_SIZE, MAX_HEADER_BLOCK)
@@ -296,8 +297,10 @@ class H2Connection:
                 self._fail(PROTOCOL_ERROR, "a client cannot push")
             # PRIORITY and unknown frame types are ignored, as the protocol asks.
         self._buffer = buffer[position:]
-        if received:
-            self._out += frame(WINDOW_UPDATE, 0, 0, received.to_bytes(4, "big"))
+        self._consumed += received
+        if self._consumed >= RECEIVE_WINDOW // 2:  # given back in halves: no WINDOW_UPDATE per request
+            self._out += frame(WINDOW_UPDATE, 0, 0, self._consumed.to_bytes(4, "big"))
+            self._consumed = 0
         return events
 
     def _fail(self, code: int, reason: str):
@@ -373,7 +376,8 @@ class H2Connection:
         try:
             headers = self._decoder.decode(block, raw=True)
         except hpack.HPACKError as exc:
-            self._fail(COMPRESSION_ERROR, f"a header block that does not decode: {exc}")
+            # hpack's message can hold a memory address: only its kind goes into the GOAWAY
+            self._fail(COMPRESSION_ERROR, f"a header block that does not decode ({type(exc).__name__})")
         if state == (len(entries), table.maxsize) and (entries[0] if entries else None) is newest:
             if len(self._decoded) >= 64:
                 self._decoded.clear()
