@@ -175,3 +175,15 @@ def test_cli_exit_codes_and_json(tmp_path):
     line = next(l for l in bad.stdout.splitlines() if "(HTTP API)" in l)
     assert line.startswith("FAIL")
     assert "fix: stop that program" in bad.stdout
+
+
+def test_the_grpc_fronts_twins_are_checked_with_the_grpc_extra():
+    from pillion.grpcapi import installed
+
+    if not installed():
+        pytest.skip("the grpc extra (pip install 'pillion[grpc]') is not installed")
+    code = ("from pillion import _impl; from pillion.systemd import doctor; c = doctor.check_extensions(); "
+            "print(c.status, sorted(_impl.loaded()))")  # a fresh process: no other test has loaded the twins
+    out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=60)
+    assert out.stdout.split(" ", 1)[0] in (OK, doctor.WARN), out.stdout + out.stderr
+    assert "'grpcproto'" in out.stdout and "'h2'" in out.stdout, out.stdout + out.stderr

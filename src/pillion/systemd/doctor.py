@@ -26,6 +26,7 @@ PSEUDO_FILESYSTEMS = frozenset({"proc", "sysfs", "devtmpfs", "devpts", "cgroup",
 # The facades of every compiled twin (importing one loads its twin through _impl).
 TWIN_FACADES = ("pillion.server.router", "pillion.server.protocol", "pillion.broker.codec", "pillion.broker.topics",
                 "pillion.cloudevents", "pillion.runtime.actorlock")
+GRPC_TWIN_FACADES = ("pillion.grpcapi.h2", "pillion.grpcapi.transport")  # with the grpc extra only
 DEPENDENCIES = (("uvloop", "uvloop"), ("httptools", "httptools"), ("orjson", "orjson"), ("lmdb", "lmdb"),
                 ("pyyaml", "yaml"), ("paho-mqtt", "paho.mqtt.client"))
 
@@ -89,7 +90,9 @@ def check_extensions() -> Check:
 
     from .. import _impl
 
-    for facade in TWIN_FACADES:
+    from ..grpcapi import installed
+
+    for facade in TWIN_FACADES + (GRPC_TWIN_FACADES if installed() else ()):
         try:
             importlib.import_module(facade)
         except ImportError as exc:
