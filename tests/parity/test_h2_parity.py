@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 hpack = pytest.importorskip("hpack", reason="the grpc extra (pip install 'pillion[grpc]': hpack) is not installed")
 
-from pillion import _impl  # noqa: E402 - after the importorskip
 from pillion._testing import import_twin  # noqa: E402
 from pillion.grpcapi.h2_errors import H2Error  # noqa: E402
 
@@ -30,8 +29,6 @@ F = PURE  # frame types, flags and codes (the same values in both twins, checked
 
 @pytest.fixture(scope="module")
 def twins():
-    if _impl.NO_EXTENSIONS:
-        pytest.skip("PILLION_NO_EXTENSIONS is set: the compiled twin pillion._ext.h2 is not to be used")
     return import_twin("h2", "pure"), import_twin("h2", "compiled")
 
 

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 hpack = pytest.importorskip("hpack", reason="the grpc extra (pip install 'pillion[grpc]': hpack) is not installed")
 
-from pillion import _impl  # noqa: E402
 from pillion._testing import import_twin  # noqa: E402
 from pillion.grpcapi import h2  # noqa: E402 - after the importorskip; rebound to the twin under test
 from pillion.grpcapi.h2 import (  # noqa: E402 - the constants are the same in both twins
@@ -45,8 +44,6 @@ from pillion.grpcapi.h2 import (  # noqa: E402 - the constants are the same in b
 @pytest.fixture(scope="module", autouse=True, params=["pure", "compiled"])
 def twin(request):
     """Run the module's tests against one twin: ``h2``, ``H2Connection`` and ``frame`` are its own."""
-    if request.param == "compiled" and _impl.NO_EXTENSIONS:
-        pytest.skip("PILLION_NO_EXTENSIONS is set: the compiled twin pillion._ext.h2 is not to be used")
     module = import_twin("h2", request.param)  # skips (fails under CI) when pillion._ext.h2 is not built
     saved = {name: globals()[name] for name in ("h2", "H2Connection", "frame")}
     globals().update(h2=module, H2Connection=module.H2Connection, frame=module.frame)
