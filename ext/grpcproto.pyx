@@ -31,7 +31,6 @@ cdef object _OK = StatusCode.OK
 cdef object _UNKNOWN = StatusCode.UNKNOWN
 cdef object _copy_context = contextvars.copy_context
 cdef object _isawaitable = inspect.isawaitable
-cdef object _ensure_future = asyncio.ensure_future
 cdef object _Queue = asyncio.Queue
 cdef str _HEADERS_EVENT = h2.HEADERS_EVENT
 cdef str _DATA_EVENT = h2.DATA_EVENT
@@ -76,14 +75,16 @@ cdef class Rpc:
 cdef class Context:
     """What a handler may ask of its call: the part of ``grpc.aio.ServicerContext`` Pillion uses."""
 
-    cdef _Call _call
+    cdef GrpcProtocol _protocol  # and the stream, not the call: call -> context -> call would be a cycle
+    cdef int _stream
     cdef tuple _metadata
     cdef readonly object _code
     cdef readonly str _details
     cdef readonly tuple _trailers
 
-    def __init__(self, _Call call, tuple metadata):
-        self._call = call
+    def __init__(self, GrpcProtocol protocol, int stream, tuple metadata):
+        self._protocol = protocol
+        self._stream = stream
         self._metadata = metadata
         self._code = None
         self._details = ""
@@ -101,7 +102,9 @@ cdef class Context:
         raise _AbortError(details)
 
     async def send_initial_metadata(self, metadata):
-        self._call.send_headers(metadata)
+        cdef _Call call = self._protocol.calls.get(self._stream)
+        if call is not None:  # else the call is over
+            call.send_headers(metadata)
 
     def code(self):
         return self._code
@@ -123,7 +126,7 @@ cdef class _Call:
         self.protocol = protocol
         self.stream = stream
         self.rpc = rpc
-        self.context = Context(self, metadata)
+        self.context = Context(protocol, stream, metadata)
         self.buffer = bytearray()
         self.queue = _Queue() if rpc is not None and rpc.client_streaming else None
         self.task = None
@@ -286,6 +289,7 @@ cdef class GrpcProtocol:
     cdef readonly dict calls
     cdef dict heads  # header block -> (its decoded fields, what _head made of them)
     cdef readonly object transport
+    cdef object _loop
 
     def __init__(self, dict rpcs, Py_ssize_t max_message, connections):
         self.rpcs = rpcs
@@ -298,6 +302,7 @@ cdef class GrpcProtocol:
 
     def connection_made(self, transport):
         self.transport = transport
+        self._loop = asyncio.get_running_loop()  # looked up once: on 3.11 each lookup costs a getpid()
         self.connections.add(self)
         self.flush()
 
@@ -378,7 +383,7 @@ cdef class GrpcProtocol:
             call.finish(StatusCode.UNIMPLEMENTED, f"unknown method {method} for service {service}")
             return
         if rpc.client_streaming:
-            call.task = _ensure_future(self._run(call, _requests(call)))
+            call.task = self._loop.create_task(self._run(call, _requests(call)))
         if end_stream:
             self._data(call, b"", True)
 
@@ -411,7 +416,7 @@ cdef class GrpcProtocol:
             return
         request = rpc.parse(messages[0])
         if rpc.server_streaming:
-            call.task = _ensure_future(self._run(call, request))
+            call.task = self._loop.create_task(self._run(call, request))
             return
         # A unary call runs at once in a context of its own; only an answer that has to wait gets a task.
         context = _copy_context()
@@ -421,7 +426,7 @@ cdef class GrpcProtocol:
             call.finish(call.context._code or _UNKNOWN, call.context._details, call.context._trailers)
             return
         if _awaitable(result):
-            call.task = asyncio.get_running_loop().create_task(self._run(call, result), context=context)
+            call.task = self._loop.create_task(self._run(call, result), context=context)
             return
         try:
             call.answer(result)
@@ -431,20 +436,12 @@ cdef class GrpcProtocol:
     async def _run(self, _Call call, request):
         """A streaming call with its ``request``, or the rest of a unary one (``request`` its awaitable answer)."""
         context = call.context
-        rpc = call.rpc
         try:
-            async with asyncio.timeout(call.timeout):
-                if rpc.server_streaming:
-                    async for message in rpc.handler(request, context):
-                        call.send_message(message)
-                        self.flush()
-                        await self._drained()
-                    call.finish(_OK)
-                elif rpc.client_streaming:
-                    result = rpc.handler(request, context)
-                    call.answer(await result if _awaitable(result) else result)
-                else:
-                    call.answer(await request)
+            if call.timeout is None:  # asyncio.timeout costs a Timeout, a handle and a current_task() per call
+                await self._serve(call, request)
+            else:
+                async with asyncio.timeout(call.timeout):
+                    await self._serve(call, request)
         except _AbortError:
             call.finish(context._code or _UNKNOWN, context._details, context._trailers)
         except _Status as exc:
@@ -460,6 +457,22 @@ cdef class GrpcProtocol:
             call.finish(StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
         finally:
             self.flush()
+
+    async def _serve(self, _Call call, request):
+        """The call's work, inside its deadline."""
+        context = call.context
+        rpc = call.rpc
+        if rpc.server_streaming:
+            async for message in rpc.handler(request, context):
+                call.send_message(message)
+                self.flush()
+                await self._drained()
+            call.finish(_OK)
+        elif rpc.client_streaming:
+            result = rpc.handler(request, context)
+            call.answer(await result if _awaitable(result) else result)
+        else:
+            call.answer(await request)
 
     async def _drained(self):
         """Let a stream of answers wait while the socket's buffer is full."""

@@ -45,10 +45,13 @@ class Rpc:
 class Context:
     """What a handler may ask of its call: the part of ``grpc.aio.ServicerContext`` Pillion uses."""
 
-    __slots__ = ("_call", "_metadata", "_code", "_details", "_trailers")
+    __slots__ = ("_protocol", "_stream", "_metadata", "_code", "_details", "_trailers")
 
-    def __init__(self, call: _Call, metadata: tuple):
-        self._call = call
+    def __init__(self, protocol: GrpcProtocol, stream: int, metadata: tuple):
+        # The connection and the stream, not the call: a call holding a context holding the call
+        # would be a cycle, left to the garbage collector once per call.
+        self._protocol = protocol
+        self._stream = stream
         self._metadata = metadata
         self._code: StatusCode | None = None
         self._details = ""
@@ -66,7 +69,9 @@ class Context:
         raise AbortError(details)
 
     async def send_initial_metadata(self, metadata) -> None:
-        self._call.send_headers(metadata)
+        call = self._protocol.calls.get(self._stream)
+        if call is not None:  # else the call is over
+            call.send_headers(metadata)
 
     def code(self) -> StatusCode | None:
         return self._code
@@ -79,7 +84,7 @@ class _Call:
         self.protocol = protocol
         self.stream = stream
         self.rpc = rpc
-        self.context = Context(self, metadata)
+        self.context = Context(protocol, stream, metadata)
         self.buffer = bytearray()
         self.queue: asyncio.Queue | None = asyncio.Queue() if rpc is not None and rpc.client_streaming else None
         self.task: asyncio.Task | None = None
@@ -210,9 +215,11 @@ class GrpcProtocol(asyncio.Protocol):
         self.calls: dict[int, _Call] = {}
         self.heads: dict[bytes, tuple] = {}  # header block -> (its decoded fields, what _head made of them)
         self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self._loop = asyncio.get_running_loop()  # looked up once: on 3.11 each lookup costs a getpid()
         self.connections.add(self)
         self.flush()
 
@@ -280,7 +287,7 @@ class GrpcProtocol(asyncio.Protocol):
             call.finish(StatusCode.UNIMPLEMENTED, f"unknown method {method} for service {service}")
             return
         if rpc.client_streaming:
-            call.task = asyncio.ensure_future(self._run(call, _requests(call)))
+            call.task = self._loop.create_task(self._run(call, _requests(call)))
         if end_stream:
             self._data(call, b"", True)
 
@@ -308,7 +315,7 @@ class GrpcProtocol(asyncio.Protocol):
             return
         request = call.rpc.parse(messages[0])
         if call.rpc.server_streaming:
-            call.task = asyncio.ensure_future(self._run(call, request))
+            call.task = self._loop.create_task(self._run(call, request))
             return
         # A unary call runs at once in a context of its own; only an answer that has to wait gets a task.
         context = contextvars.copy_context()
@@ -318,7 +325,7 @@ class GrpcProtocol(asyncio.Protocol):
             call.finish(call.context._code or StatusCode.UNKNOWN, call.context._details, call.context._trailers)
             return
         if inspect.isawaitable(result):
-            call.task = asyncio.get_running_loop().create_task(self._run(call, result), context=context)
+            call.task = self._loop.create_task(self._run(call, result), context=context)
             return
         try:
             call.answer(result)
@@ -329,18 +336,11 @@ class GrpcProtocol(asyncio.Protocol):
         """A streaming call with its ``request``, or the rest of a unary one (``request`` its awaitable answer)."""
         context = call.context
         try:
-            async with asyncio.timeout(call.timeout):
-                if call.rpc.server_streaming:
-                    async for message in call.rpc.handler(request, context):
-                        call.send_message(message)
-                        self.flush()
-                        await self._drained()
-                    call.finish(StatusCode.OK)
-                elif call.rpc.client_streaming:
-                    result = call.rpc.handler(request, context)
-                    call.answer(await result if inspect.isawaitable(result) else result)
-                else:
-                    call.answer(await request)
+            if call.timeout is None:  # asyncio.timeout costs a Timeout, a handle and a current_task() per call
+                await self._serve(call, request)
+            else:
+                async with asyncio.timeout(call.timeout):
+                    await self._serve(call, request)
         except AbortError:
             call.finish(context._code or StatusCode.UNKNOWN, context._details, context._trailers)
         except _Status as exc:
@@ -356,6 +356,21 @@ class GrpcProtocol(asyncio.Protocol):
             call.finish(StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
         finally:
             self.flush()
+
+    async def _serve(self, call: _Call, request) -> None:
+        """The call's work, inside its deadline."""
+        context = call.context
+        if call.rpc.server_streaming:
+            async for message in call.rpc.handler(request, context):
+                call.send_message(message)
+                self.flush()
+                await self._drained()
+            call.finish(StatusCode.OK)
+        elif call.rpc.client_streaming:
+            result = call.rpc.handler(request, context)
+            call.answer(await result if inspect.isawaitable(result) else result)
+        else:
+            call.answer(await request)
 
     async def _drained(self) -> None:
         """Let a stream of answers wait while the socket's buffer is full."""

@@ -28,6 +28,8 @@ HTTP_STATUS_KEY = "dapr-http-status"
 _KEY = re.compile(r"[0-9a-z_.\-]+")  # what gRPC accepts as a metadata key
 _MAX_DETAIL = 63  # daprd's maxMetadataValueLen for the ErrorInfo metadata value
 _PSEUDO = frozenset((":method", ":scheme", ":path", ":authority"))
+# Verb numbers to names; Verb.Name() is a Python call through protobuf's enum wrapper.
+_VERBS = {number: name for name, number in common_pb2.HTTPExtension.Verb.items()}
 _SKIP_REQUEST = frozenset(("content-type", "destination-app-id"))  # trace headers go on, as over HTTP
 # The IANA permanent request headers daprd prefixes with ``dapr-`` on the way back (isPermanentHTTPHeader).
 _PERMANENT = frozenset((
@@ -121,15 +123,16 @@ async def _abort_http(context, status: int, body: bytes) -> None:
 
 async def invoke_service(sidecar, request, context):
     message = request.message
-    verb = common_pb2.HTTPExtension.Verb.Name(message.http_extension.verb)
+    verb = _VERBS.get(message.http_extension.verb) or common_pb2.HTTPExtension.Verb.Name(message.http_extension.verb)
     content_type = PROTOBUF if message.data.type_url else message.content_type
     response = await http_invoke.call(sidecar, request.id, message.method, verb, message.http_extension.querystring,
                                       _request_headers(context, content_type), message.data.value)
     await context.send_initial_metadata(_response_metadata(response.headers, response.status))
     if not 200 <= response.status < 300:
         await _abort_http(context, response.status, response.body)
-    return common_pb2.InvokeResponse(data=any_pb2.Any(value=response.body),
-                                     content_type=_header(response.headers, b"content-type"))
+    answer = common_pb2.InvokeResponse(content_type=_header(response.headers, b"content-type"))
+    answer.data.value = response.body  # half the cost of building an Any to copy in
+    return answer
 
 
 METHODS = {"InvokeService": invoke_service}
