@@ -249,3 +249,37 @@ def test_shutdown_sends_goaway_lets_calls_finish_then_ends_the_rest(twin):
         assert client.socket.closed
 
     run(main())
+
+
+def test_calls_leave_no_reference_cycles(twin):
+    """A cycle per call (call -> context -> call, say) would be garbage only the collector frees."""
+    import gc
+
+    def echo(request, context):
+        return Message(request)
+
+    async def later(request, context):
+        await context.send_initial_metadata((("x-a", "1"),))
+        await asyncio.sleep(0)
+        return Message(request)
+
+    async def main():
+        client = Client(twin, {b"/s/Echo": rpc(twin, echo), b"/s/Later": rpc(twin, later)})
+        for stream in range(1, 41, 4):
+            client.call(stream, b"/s/Echo", b"now")
+            client.call(stream + 2, b"/s/Later", b"soon")
+        await asyncio.sleep(0.02)
+        assert not client.protocol.calls
+
+    gc.collect()
+    gc.disable()
+    try:
+        run(main())
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        calls = [o for o in gc.garbage if type(o).__name__ in ("_Call", "Context")]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert not calls
