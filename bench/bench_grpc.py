@@ -14,6 +14,10 @@ connection (``-m 1``) and a pre-encoded gRPC frame for the gRPC API. Each pair r
 Reference, measured in the same run: grpc.aio on uvloop answering GetState with a constant
 (no sidecar behind it), the ceiling of any front built on grpcio.
 
+The sidecar's CPU time per request (user plus system, from /proc) is printed beside req/s:
+the two fronts' req/s move with whatever else the machine runs, their CPU cost per request
+much less.
+
 Memory: the idle RSS of the same sidecar started without the gRPC API (--dapr-grpc-port 0)
 and with it, and the peak RSS (VmHWM) after the loads.
 
@@ -96,11 +100,25 @@ def check_grpc(port: int) -> None:
             http_extension=common_pb2.HTTPExtension(verb=common_pb2.HTTPExtension.Verb.POST))), timeout=5)
 
 
-def h2load(url: str, args: list[str], duration: float, warmup: float, conns: int, log: Path) -> dict:
-    """One h2load run: req/s from its summary, p50/p99 from its per-request log."""
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far."""
+    import os
+
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def h2load(url: str, args: list[str], duration: float, warmup: float, conns: int, log: Path,
+           server_pid: int | None = None) -> dict:
+    """One h2load run: req/s from its summary, p50/p99 from its per-request log, and the server's
+    CPU time per request (over warm-up and measurement, at the measured rate): less swayed than
+    req/s by what else the machine runs."""
     command = ["h2load", "-c", str(conns), "-t", "1", "-m", "1", "-D", f"{round(duration * 1000)}ms",
                "--warm-up-time", f"{round(warmup * 1000)}ms", "--log-file", str(log), *args, url]
+    cpu = cpu_seconds(server_pid) if server_pid else 0.0
     out = subprocess_run(command)
+    cpu = cpu_seconds(server_pid) - cpu if server_pid else float("nan")
     rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
     if not rate or not done:
@@ -108,7 +126,9 @@ def h2load(url: str, args: list[str], duration: float, warmup: float, conns: int
     if int(done.group(3)) or int(done.group(4)):
         raise RuntimeError(f"h2load saw failed requests against {url}:\n{out}")
     times = sorted(int(line.split("\t")[2]) / 1000.0 for line in log.read_text().splitlines() if line.count("\t") >= 2)
-    return {"rps": float(rate.group(1)), "p50_ms": _pct(times, 0.50), "p99_ms": _pct(times, 0.99), "n": len(times)}
+    rps = float(rate.group(1))
+    return {"rps": rps, "p50_ms": _pct(times, 0.50), "p99_ms": _pct(times, 0.99), "n": len(times),
+            "cpu_us": cpu / (rps * (duration + warmup)) * 1e6}
 
 
 def subprocess_run(command: list[str]) -> str:
@@ -232,11 +252,12 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.rounds):
                 http_args = ["--h1"] + (["-d", str(body), "-H", "Content-Type: application/json"] if body else [])
                 runs["http"].append(h2load(f"http://127.0.0.1:{http_port}{path}", http_args, args.duration,
-                                           args.warmup, args.conns, tmp / "h2load.log"))
+                                           args.warmup, args.conns, tmp / "h2load.log", sidecar.pid))
                 grpc_args = ["-d", str(frame), "-H", "content-type: application/grpc", "-H", "te: trailers"]
                 runs["grpc"].append(h2load(f"http://127.0.0.1:{grpc_port}{rpc}", grpc_args, args.duration,
-                                           args.warmup, args.conns, tmp / "h2load.log"))
-            rows[op] = {front: {key: statistics.mean(r[key] for r in results) for key in ("rps", "p50_ms", "p99_ms")}
+                                           args.warmup, args.conns, tmp / "h2load.log", sidecar.pid))
+            rows[op] = {front: {key: statistics.mean(r[key] for r in results) for key in ("rps", "p50_ms", "p99_ms",
+                                                                                         "cpu_us")}
                         | {"runs": [round(r["rps"]) for r in results]} for front, results in runs.items()}
         peak = b.proc_status_kb(sidecar.pid, "VmHWM")
         sidecar.stop()
@@ -247,19 +268,21 @@ def main(argv: list[str] | None = None) -> int:
         get_frame = requests(tmp)["get"][1][1]
         ref_runs = [h2load(f"http://127.0.0.1:{ref_port}/dapr.proto.runtime.v1.Dapr/GetState",
                            ["-d", str(get_frame), "-H", "content-type: application/grpc", "-H", "te: trailers"],
-                           args.duration, args.warmup, args.conns, tmp / "h2load.log") for _ in range(args.rounds)]
-        rows["get"]["grpcio"] = {key: statistics.mean(r[key] for r in ref_runs) for key in ("rps", "p50_ms", "p99_ms")} \
+                           args.duration, args.warmup, args.conns, tmp / "h2load.log", reference.pid)
+                    for _ in range(args.rounds)]
+        rows["get"]["grpcio"] = {key: statistics.mean(r[key] for r in ref_runs)
+                                 for key in ("rps", "p50_ms", "p99_ms", "cpu_us")} \
             | {"runs": [round(r["rps"]) for r in ref_runs]}
     finally:
         for child in children:
             child.stop()
 
     print()
-    print(f"{'operation':<10}{'front':<6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}  runs (req/s)")
-    print("-" * 78)
+    print(f"{'operation':<10}{'front':<6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/req':>12}  runs (req/s)")
+    print("-" * 90)
     for op, fronts in rows.items():
         for front, r in fronts.items():
-            print(f"{op:<10}{front:<6}{r['rps']:>10.0f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}  "
+            print(f"{op:<10}{front:<6}{r['rps']:>10.0f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['cpu_us']:>12.1f}  "
                   f"{', '.join(map(str, r['runs']))}")
     print()
     checks = b.Checks(label_width=44)
@@ -271,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
                "{:.2f}x", "(info)", None)
     for op in ("save", "invoke"):
         checks.add(f"{op} gRPC / HTTP req/s", rows[op]["grpc"]["rps"] / rows[op]["http"]["rps"], "{:.2f}x", "(info)", None)
+    for op in ("get", "save", "invoke"):
+        checks.add(f"{op}: sidecar CPU per request, gRPC / HTTP", rows[op]["grpc"]["cpu_us"] / rows[op]["http"]["cpu_us"],
+                   "{:.2f}x", "(info)", None)
     extra_mb = (rss_grpc - rss_plain) / 1024
     checks.add("idle RSS without gRPC (MB)", rss_plain / 1024, "{:.1f}", "(info)", None)
     checks.add("idle RSS with gRPC (MB)", rss_grpc / 1024, "{:.1f}", "(info)", None)
