@@ -114,6 +114,14 @@ _GRPC_BY_HTTP = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSI
                  501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
 
+# daprd's HTTP status for a gRPC status (grpc-gateway's table): a gRPC app's failed invocation
+# answered to an HTTP caller, and the status of a gRPC server span.
+HTTP_BY_GRPC = {"OK": 200, "CANCELLED": 408, "UNKNOWN": 500, "INVALID_ARGUMENT": 400, "DEADLINE_EXCEEDED": 504,
+                "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "UNAUTHENTICATED": 401,
+                "RESOURCE_EXHAUSTED": 429, "FAILED_PRECONDITION": 400, "ABORTED": 409, "OUT_OF_RANGE": 400,
+                "UNIMPLEMENTED": 501, "INTERNAL": 500, "UNAVAILABLE": 503, "DATA_LOSS": 500}
+
+
 def grpc_code(error: "DaprError") -> str:
     """The gRPC status daprd answers with for ``error`` (an ETag mismatch, 409, is ABORTED)."""
     return GRPC_CODES.get(error.code) or _GRPC_BY_HTTP.get(error.status, "INTERNAL")

@@ -246,7 +246,8 @@ def test_error_body_is_the_status_with_its_details():
     from google.protobuf import any_pb2
     from google.rpc import error_details_pb2, status_pb2
 
-    from pillion.runtime.app_channel_grpc import HTTP_STATUS, status_body
+    from pillion.errors import HTTP_BY_GRPC
+    from pillion.runtime.app_channel_grpc import status_body
 
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.ErrorInfo(reason="OUT_OF_STOCK", domain="shop"))
@@ -257,6 +258,6 @@ def test_error_body_is_the_status_with_its_details():
         {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "OUT_OF_STOCK", "domain": "shop"}]}
     assert json.loads(status_body(grpc.StatusCode.NOT_FOUND, "", [("grpc-status-details-bin", b"\xff")])) == {
         "code": 5, "message": "", "details": []}
-    assert (HTTP_STATUS[grpc.StatusCode.FAILED_PRECONDITION], HTTP_STATUS[grpc.StatusCode.CANCELLED],
-            HTTP_STATUS[grpc.StatusCode.DEADLINE_EXCEEDED], HTTP_STATUS[grpc.StatusCode.RESOURCE_EXHAUSTED]) == (
-        400, 408, 504, 429)
+    assert (HTTP_BY_GRPC["FAILED_PRECONDITION"], HTTP_BY_GRPC["CANCELLED"], HTTP_BY_GRPC["DEADLINE_EXCEEDED"],
+            HTTP_BY_GRPC["RESOURCE_EXHAUSTED"]) == (400, 408, 504, 429)
+    assert set(HTTP_BY_GRPC) == {code.name for code in grpc.StatusCode}  # every status has its HTTP one

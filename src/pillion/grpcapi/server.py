@@ -173,7 +173,8 @@ def _fail(context, exc: Exception, handler) -> None:
 def _streaming(sidecar, handler, token, client_streaming):
     async def call(request, context):
         try:
-            _check_token(context, token)
+            if token is not None:
+                _check_token(context, token)
             async for message in handler(sidecar, _request(request, client_streaming), context):
                 yield message
         except Exception as exc:
@@ -237,9 +238,7 @@ async def _end_later(result, end, method: str, state, context):
         end(method, state, context)
 
 
-def _check_token(context, token: bytes | None) -> None:
-    if token is None:
-        return
+def _check_token(context, token: bytes) -> None:
     for key, value in context.invocation_metadata() or ():
         if key == "dapr-api-token":
             given = value.encode() if isinstance(value, str) else value

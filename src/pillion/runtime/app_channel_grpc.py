@@ -25,22 +25,13 @@ from google.protobuf import any_pb2, empty_pb2, json_format
 from google.protobuf.message import DecodeError
 
 from ..components.pubsub import Outcome
+from ..errors import HTTP_BY_GRPC
 from ..grpcapi.events import topic_event_request
 from ..server.client import ClientError, ClientResponse
 from .app_channel import AppChannel, AppUnavailable, HealthCheck
 
 log = logging.getLogger("pillion.runtime.app")
 
-# daprd's mapping of a gRPC status to the HTTP status of an invocation (grpc-gateway's table).
-HTTP_STATUS = {
-    grpc.StatusCode.OK: 200, grpc.StatusCode.CANCELLED: 408, grpc.StatusCode.UNKNOWN: 500,
-    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.DEADLINE_EXCEEDED: 504, grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409, grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 400, grpc.StatusCode.ABORTED: 409, grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNIMPLEMENTED: 501, grpc.StatusCode.INTERNAL: 500, grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DATA_LOSS: 500,
-}
 _VERBS = dict(common_pb2.HTTPExtension.Verb.items())
 # Kept out of the app's metadata: the body's own fields, HTTP/2 and gRPC reserved names.
 _SKIP_METADATA = frozenset(("content-type", "content-length", "host", "te", "connection", "user-agent",
@@ -201,7 +192,7 @@ class GrpcAppChannel(AppChannel):
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             out = _response_headers(exc.initial_metadata()) + [(b"Content-Type", b"application/json")]
-            return ClientResponse(HTTP_STATUS.get(code, 500), code.name.encode(), out,
+            return ClientResponse(HTTP_BY_GRPC.get(code.name, 500), code.name.encode(), out,
                                   status_body(code, exc.details(), exc.trailing_metadata()))
         out = _response_headers(await call.initial_metadata())
         if reply.content_type:

@@ -19,6 +19,7 @@ from random import random
 from time import time_ns
 from urllib.parse import unquote
 
+from ...errors import HTTP_BY_GRPC
 from ...server.response import Response
 from .context import SpanContext, current, new_root_ids, new_span_id, parse_traceparent
 
@@ -233,12 +234,6 @@ class GrpcServerSpans:
     call runs, so what it calls (the app, another sidecar) continues the trace.
     """
 
-    # The HTTP status a gRPC status stands for in the span's status (Dapr's exporters read HTTP codes).
-    _HTTP = {"OK": 200, "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400,
-             "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404, "ABORTED": 409,
-             "ALREADY_EXISTS": 409, "RESOURCE_EXHAUSTED": 429, "CANCELLED": 499, "UNIMPLEMENTED": 501,
-             "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504}
-
     def __init__(self, tracer):
         self.tracer = tracer
 
@@ -267,7 +262,7 @@ class GrpcServerSpans:
         span.end_ns = time_ns()
         code = context.code()
         name = "OK" if code is None else code.name
-        span.status = self._HTTP.get(name, 500)
+        span.status = HTTP_BY_GRPC.get(name, 500)  # Dapr's exporters read HTTP codes
         span.attributes["dapr.status_code"] = name
         self.tracer.record(span)
 
