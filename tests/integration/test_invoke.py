@@ -157,6 +157,12 @@ def test_sidecar_on_another_host_via_static_resolver(tmp_path, sidecar, echo_app
     status, _, err = json_request(caller.http_port, "GET", "/v1.0/invoke/ghost/method/x")
     assert (status, err["errorCode"]) == (500, "ERR_DIRECT_INVOKE")
     assert "ghost" in err["message"]
+    # A verb the hop cannot carry (gRPC's NONE) comes as a POST naming it; one that is not an HTTP token is refused.
+    hop = {"dapr-caller-app-id": "edge", "dapr-callee-app-id": "remote"}
+    status, _, _ = request(internal, "POST", "/x", b"", {**hop, "dapr-pillion-verb": "NONE"})
+    assert status == 501  # the echo app's answer to a method it does not implement
+    status, _, body = request(internal, "POST", "/x", b"", {**hop, "dapr-pillion-verb": "GET /evil HTTP/1.1"})
+    assert status == 400 and b"invalid verb" in body
 
 
 def test_access_control_on_the_receiving_sidecar(tmp_path, sidecar, echo_app):

@@ -35,6 +35,7 @@ CALLEE_HEADER = b"dapr-callee-app-id"
 # http_extension) crosses it as a POST naming the verb in this header; the callee restores it.
 VERB_HEADER = b"dapr-pillion-verb"
 _HOP_VERBS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"))
+_VERB = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP method is a token (RFC 9110 5.6.2)
 
 # Never forwarded: hop-by-hop headers (RFC 9110 §7.6.1), framing we recompute, and Dapr's own.
 _DROP_REQUEST = frozenset(
@@ -217,6 +218,8 @@ class Invoker:
         verb = request.method
         if request.method == "POST" and request.header(VERB_HEADER):
             verb = request.header(VERB_HEADER).decode("latin-1")
+            if not _VERB.fullmatch(verb):  # it goes into the request line to the app
+                raise DaprError("ERR_DIRECT_INVOKE", f"invalid verb {verb!r}", 400)
         if not self.acl.allowed(caller, verb, request.path):
             raise self._fail(
                 callee,
