@@ -146,7 +146,6 @@ def _pct(values: list[float], f: float) -> float:
 
 def serve_grpc_reference(port: int) -> None:
     """The grpcio ceiling: grpc.aio on uvloop answering GetState with a constant, nothing else."""
-    import asyncio
 
     import grpc
     import uvloop
